@@ -167,6 +167,14 @@ def load_mnist(
     return data.to(device)
 
 
+def mnist_from_args(args: argparse.Namespace, device: torch.device | str = "cpu") -> MnistData:
+    """``load_mnist`` driven by the ``--data-root``/``--download`` flags; bad data ends the script in one line."""
+    try:
+        return load_mnist(args.data_root, download=args.download, device=device)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def add_mnist_arguments(parser: argparse.ArgumentParser) -> None:
     """The data flags shared by every Exercise 1 script."""
     group = parser.add_argument_group("data")

@@ -37,7 +37,9 @@ def add_training_arguments(
 ) -> None:
     """Add the flags shared by the training scripts, with the script's own defaults."""
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    # None until parsed: parse_training_args fills in the script's default, or 1 under --dry-run.
+    group.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {epochs})")
+    parser.set_defaults(default_epochs=epochs)
     group.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
     group.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     if weight_decay is not None:
@@ -51,9 +53,20 @@ def add_training_arguments(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available"
     )
     group.add_argument(
-        "--dry-run", action="store_true", help=f"{DRY_RUN_BATCHES} batches per epoch, 1 epoch: checks the code path"
+        "--dry-run", action="store_true",
+        help=f"{DRY_RUN_BATCHES} batches per epoch and 1 epoch unless --epochs is given: checks the code path",
     )
     add_output_arguments(parser)
+
+
+def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse flags added by ``add_training_arguments``, settle ``--epochs`` and check the numbers."""
+    args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 1 if args.dry_run else args.default_epochs
+    del args.default_epochs
+    check_positive(args, "epochs", "batch_size", "lr")
+    return args
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,21 +213,46 @@ def evaluate_classifier(
     return EpochStats(total_loss / max(seen, 1), total_correct / max(seen, 1), seen)
 
 
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                           warmup_fraction: float = 0.15) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor: linear warm-up from 0.04 to 1, then a cosine decay to 0.
+
+    A ``LambdaLR`` saves only its step count, so a run resumed with a different ``--epochs`` follows
+    the schedule of the new length instead of the saved one.
+    """
+    import math
+
+    warmup_steps = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return 0.04 + 0.96 * step / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 # --------------------------------------------------------------------------- logging
 class RunLogger:
     """TensorBoard summaries under ``runs/<script>/<run_name>`` plus a ``metrics.json`` beside them.
 
     ``metrics.json`` holds the run's config, one row per epoch and the final values; it is rewritten
-    atomically after every epoch so the report builder can always read it.
+    atomically after every epoch so the report builder can always read it. With ``tensorboard=False``
+    only ``metrics.json`` is written (the scripts that come before the question on summaries).
     """
 
-    def __init__(self, runs_dir: str | Path, script: str, run_name: str | None, config: dict[str, Any]):
-        from torch.utils.tensorboard import SummaryWriter
-
+    def __init__(self, runs_dir: str | Path, script: str, run_name: str | None, config: dict[str, Any],
+                 tensorboard: bool = True):
         self.script = script
         self.run_name = run_name or default_run_name()
         self.directory = Path(runs_dir) / script / self.run_name
-        self.writer = SummaryWriter(log_dir=str(self.directory))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.directory))
         self.config = {key: value for key, value in config.items() if isinstance(value, (int, float, str, bool))}
         self.history: list[dict[str, float]] = []
         self.final: dict[str, float] = {}
@@ -226,13 +264,15 @@ class RunLogger:
             self.history = previous.get("history", [])
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
+        if self.writer is not None:
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, value, step)
 
     def log_epoch(self, epoch: int, scalars: dict[str, float]) -> None:
         """Write the epoch's scalars to TensorBoard and ``metrics.json`` (a resumed epoch replaces its row)."""
         self.log_step(epoch, scalars)
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
         self.history = [row for row in self.history if row["epoch"] < epoch]
         self.history.append({"epoch": epoch, **scalars})
         self.final = dict(scalars)
@@ -246,7 +286,8 @@ class RunLogger:
         )
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 # --------------------------------------------------------------------------- the classification loop
@@ -268,6 +309,7 @@ def fit_classifier(
     logger: RunLogger | None = None,
     scheduler: Any = None,
     augment: Augment | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     checkpoint_path: Path | None = None,
     resume: bool = False,
     max_batches: int | None = None,
@@ -278,7 +320,8 @@ def fit_classifier(
 
     Logs ``Loss/train``, ``Accuracy/train``, ``Loss/test``, ``Accuracy/test`` and ``LearningRate`` per
     epoch and ``Loss/train_step`` per iteration; saves ``checkpoint_path`` after each epoch, and with
-    ``resume`` continues after the last saved epoch. The shuffling of epoch ``e`` depends only on
+    ``resume`` continues after the last saved epoch. ``loss_fn`` is the training loss; the test loss is
+    plain cross-entropy. The shuffling of epoch ``e`` depends only on
     ``(seed, e)``, so a resumed run sees the same batches as an uninterrupted one.
 
     Returns the last epoch's metrics (accuracies in [0, 1]).
@@ -314,7 +357,7 @@ def fit_classifier(
         started = time.perf_counter()
         train_stats = train_one_epoch(
             model, optimizer, train_images, train_labels,
-            batch_size=batch_size, generator=generator, augment=augment, scheduler=scheduler,
+            batch_size=batch_size, generator=generator, loss_fn=loss_fn, augment=augment, scheduler=scheduler,
             max_batches=max_batches, on_step=log_iteration, description=f"epoch {epoch}/{epochs}",
         )
         train_seconds = time.perf_counter() - started
