@@ -18,7 +18,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from utils.mnist import add_mnist_arguments, mnist_from_args  # noqa: E402
+from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES,
     EpochStats,
@@ -26,8 +26,6 @@ from utils.training import (  # noqa: E402
     add_training_arguments,
     evaluate_classifier,
     parse_training_args,
-    resolve_device,
-    seed_everything,
     train_one_epoch,
 )
 
@@ -71,9 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> EpochStats:
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    data = mnist_from_args(args, device)
+    device, data = prepare_mnist_run(args)
 
     model = Net().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,

@@ -22,15 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from exercise1.q2_module_mlp import Net  # noqa: E402
-from utils.mnist import add_mnist_arguments, mnist_from_args  # noqa: E402
+from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES,
     RunLogger,
     add_training_arguments,
     fit_classifier,
     parse_training_args,
-    resolve_device,
-    seed_everything,
 )
 
 
@@ -43,9 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    data = mnist_from_args(args, device)
+    device, data = prepare_mnist_run(args)
 
     model = Net().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,

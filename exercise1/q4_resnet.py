@@ -26,7 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from utils.augment import random_pad_crop  # noqa: E402
-from utils.mnist import add_mnist_arguments, mnist_from_args  # noqa: E402
+from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES,
     RunLogger,
@@ -35,8 +35,7 @@ from utils.training import (  # noqa: E402
     default_run_name,
     fit_classifier,
     parse_training_args,
-    resolve_device,
-    seed_everything,
+    steps_per_epoch,
     warmup_cosine_schedule,
 )
 
@@ -138,19 +137,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    data = mnist_from_args(args, device)
+    device, data = prepare_mnist_run(args)
 
     model = build_model(args.arch, args.stem).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.momentum > 0)
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
-    steps_per_epoch = -(-len(data.train_labels) // args.batch_size)
-    if max_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, max_batches)
     # A short warm-up then a cosine decay to 0 reaches a good optimum in few epochs.
-    scheduler = warmup_cosine_schedule(optimizer, total_steps=args.epochs * steps_per_epoch)
+    total_steps = args.epochs * steps_per_epoch(len(data.train_labels), args.batch_size, max_batches)
+    scheduler = warmup_cosine_schedule(optimizer, total_steps)
     augment = (lambda images, generator: random_pad_crop(images, args.shift, generator)) if args.shift else None
 
     run_name = args.run_name or default_run_name()

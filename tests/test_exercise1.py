@@ -171,7 +171,9 @@ def test_q3_writes_the_four_summaries(tmp_path):
     accumulator.Reload()
     tags = set(accumulator.Tags()["scalars"])
     assert {"Loss/train", "Accuracy/train", "Loss/test", "Accuracy/test", "LearningRate"} <= tags
-    assert len(accumulator.Scalars("Loss/train_step")) == 2  # per iteration: two dry-run batches
+    # Per iteration: two dry-run batches in each of the two epochs.
+    assert [event.step for event in accumulator.Scalars("Loss/train_step")] == [1, 2, 3, 4]
+    assert [event.step for event in accumulator.Scalars("Accuracy/test")] == [1, 2]
     metrics = json.loads((run / "metrics.json").read_text())
     logged = accumulator.Scalars("Accuracy/test")[-1].value
     assert metrics["final"]["Accuracy/test"] == pytest.approx(logged, rel=1e-6)

@@ -175,6 +175,15 @@ def mnist_from_args(args: argparse.Namespace, device: torch.device | str = "cpu"
         raise SystemExit(f"error: {error}") from None
 
 
+def prepare_mnist_run(args: argparse.Namespace) -> tuple[torch.device, MnistData]:
+    """The start of every Exercise 1 training script: seed, pick the device, load the data onto it."""
+    from utils.training import resolve_device, seed_everything
+
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    return device, mnist_from_args(args, device)
+
+
 def add_mnist_arguments(parser: argparse.ArgumentParser) -> None:
     """The data flags shared by every Exercise 1 script."""
     group = parser.add_argument_group("data")

@@ -127,6 +127,12 @@ def minibatch_indices(
         yield order[start : start + batch_size]
 
 
+def steps_per_epoch(num_items: int, batch_size: int, max_batches: int | None = None) -> int:
+    """Optimiser steps in one epoch (the last batch may be partial), capped by ``max_batches``."""
+    steps = -(-num_items // batch_size)
+    return steps if max_batches is None else min(steps, max_batches)
+
+
 @dataclass
 class EpochStats:
     """Mean loss and accuracy (in [0, 1]) over ``num_samples`` samples."""
@@ -163,9 +169,7 @@ def train_one_epoch(
     total_correct = torch.zeros((), device=images.device, dtype=torch.long)
     seen = 0
     batches = minibatch_indices(len(labels), batch_size, shuffle=True, generator=generator, device=images.device)
-    num_batches = -(-len(labels) // batch_size)
-    if max_batches is not None:
-        num_batches = min(num_batches, max_batches)
+    num_batches = steps_per_epoch(len(labels), batch_size, max_batches)
     for step, index in enumerate(tqdm(batches, total=num_batches, desc=description, leave=False,
                                       disable=progress_disabled())):
         if step == num_batches:
@@ -341,12 +345,10 @@ def fit_classifier(
 
     generator = torch.Generator()
     metrics: dict[str, float] = {}
-    steps_per_epoch = -(-len(train_labels) // batch_size)
-    if max_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, max_batches)
+    epoch_steps = steps_per_epoch(len(train_labels), batch_size, max_batches)
     for epoch in range(start_epoch, epochs + 1):
         generator.manual_seed(seed * 100_003 + epoch)
-        step_counter = [(epoch - 1) * steps_per_epoch]
+        step_counter = [(epoch - 1) * epoch_steps]
 
         def log_iteration(loss: float) -> None:
             step_counter[0] += 1
