@@ -59,18 +59,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def forward(params: Params, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Class probabilities ``(N, 10)`` for inputs ``X`` ``(N, 784)``, and the cache backward needs."""
+    # BEGIN SOLUTION
     hidden = sigmoid(X @ params["W1"] + params["b1"])
     probs = softmax(hidden @ params["W2"] + params["b2"])
     return probs, {"X": X, "hidden": hidden, "probs": probs}
+    # END SOLUTION
 
 
 def cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
     """Mean of ``-log p[y]`` over the batch (probabilities clipped away from 0)."""
+    # BEGIN SOLUTION
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+    # END SOLUTION
 
 
 def backward(params: Params, cache: dict[str, np.ndarray], y: np.ndarray) -> Params:
     """Gradients of the mean cross-entropy w.r.t. W1, b1, W2, b2 (chain rule, layer by layer)."""
+    # BEGIN SOLUTION
     X, hidden, probs = cache["X"], cache["hidden"], cache["probs"]
     n = len(y)
     # Softmax + cross-entropy together have the simple gradient p - onehot(y) w.r.t. the logits.
@@ -86,15 +91,18 @@ def backward(params: Params, cache: dict[str, np.ndarray], y: np.ndarray) -> Par
         "W2": hidden.T @ d_logits,
         "b2": d_logits.sum(axis=0),
     }
+    # END SOLUTION
 
 
 def sgd_momentum_step(params: Params, grads: Params, velocity: Params, lr: float, momentum: float,
                       weight_decay: float) -> None:
     """One in-place SGD step with PyTorch's conventions: ``g += wd * w; v = m v + g; w -= lr v``."""
+    # BEGIN SOLUTION
     for name, weight in params.items():
         gradient = grads[name] + weight_decay * weight
         velocity[name] = momentum * velocity.get(name, np.zeros_like(weight)) + gradient
         weight -= lr * velocity[name]
+    # END SOLUTION
 
 
 def evaluate(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    # BEGIN SOLUTION
     args = parse_args(argv)
     device, data = prepare_mnist_run(args)
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.save(data=data.source)
     logger.close()
     return metrics
+    # END SOLUTION
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from exercise1.densenet_resnext import ARCHITECTURES as SIBLING_ARCHITECTURES  # noqa: E402
 from utils.augment import random_pad_crop  # noqa: E402
 from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
 from utils.training import (  # noqa: E402
@@ -42,6 +43,7 @@ from utils.training import (  # noqa: E402
 STEMS = ("imagenet", "cifar")
 
 
+# BEGIN SOLUTION
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with batch norm, added to a shortcut: ``relu(F(x) + shortcut(x))``.
 
@@ -68,8 +70,10 @@ class BasicBlock(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
+# END SOLUTION
 
 
+# BEGIN SOLUTION
 class ResNet18(nn.Module):
     """ResNet-18 for small grey images: ``(N, in_channels, H, W) -> (N, num_classes)`` logits.
 
@@ -114,18 +118,22 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.features(x))
+# END SOLUTION
 
 
 def build_model(arch: str = "resnet18", stem: str = "imagenet", num_classes: int = 10) -> nn.Module:
-    """The network named by ``--arch``."""
+    """The network named by ``--arch``: this file's ResNet-18, or a sibling lab's DenseNet/ResNeXt."""
     if arch == "resnet18":
         return ResNet18(num_classes=num_classes, in_channels=1, stem=stem)
+    if arch in SIBLING_ARCHITECTURES:  # sibling lab B, exercise1/densenet_resnext.py (their own 3x3 stems)
+        return SIBLING_ARCHITECTURES[arch](num_classes=num_classes, in_channels=1)
     raise ValueError(f"--arch: unknown architecture {arch!r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet18", choices=["resnet18"], help="network (default resnet18)")
+    parser.add_argument("--arch", default="resnet18", choices=["resnet18", *SIBLING_ARCHITECTURES],
+                        help="network (default resnet18; the others are the DenseNet/ResNeXt sibling lab)")
     parser.add_argument("--stem", default="imagenet", choices=STEMS, help="input stem (default imagenet, see above)")
     parser.add_argument("--shift", type=int, default=2,
                         help="random-shift augmentation in pixels, 0 to turn off (default 2)")
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     run_name = args.run_name or default_run_name()
     logger = RunLogger(args.runs_dir, "q4_resnet", run_name, vars(args))
-    print(f"Model: {args.arch} ({args.stem} stem), {sum(p.numel() for p in model.parameters()):,} parameters, "
+    stem = f" ({args.stem} stem)" if args.arch == "resnet18" else ""
+    print(f"Model: {args.arch}{stem}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"device {device}; TensorBoard: {logger.directory}")
     metrics = fit_classifier(
         model, optimizer, data.train_images, data.train_labels, data.test_images, data.test_labels,

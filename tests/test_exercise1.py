@@ -217,6 +217,14 @@ def test_q4_dry_run_as_a_script_and_resume(tmp_path):
     assert set(metrics) >= {"Accuracy/test", "Loss/test"}
 
 
+def test_q4_trains_the_sibling_architectures(tmp_path):
+    metrics = q4_resnet.main(["--arch", "densenet", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                              "--checkpoint-dir", str(tmp_path / "ckpt"), "--run-name", "dense"])
+    assert 0.0 <= metrics["Accuracy/test"] <= 1.0
+    state = torch.load(tmp_path / "ckpt" / "q4_resnet" / "dense.pt", weights_only=True)
+    assert state["config"]["arch"] == "densenet"
+
+
 @pytest.mark.parametrize("script", [q1_numpy_mlp, q2_module_mlp], ids=["q1", "q2"])
 def test_scripts_dry_run(script, tmp_path):
     script.main(["--dry-run", "--runs-dir", str(tmp_path), "--run-name", "d"])

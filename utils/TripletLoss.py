@@ -49,8 +49,7 @@ def pairwise_squared_euclidean(features: torch.Tensor, others: torch.Tensor | No
     """Squared Euclidean distances between the rows of ``features`` (N, D) and ``others`` (M, D).
 
     ``others=None`` means ``others = features``; the diagonal is then exactly 0. Computed as
-    ``|x|^2 + |y|^2 - 2 x.y`` (one matrix product, O(N M) memory) on features centred by their common mean:
-    distances do not change under a shift, and a smaller norm means less cancellation in float32.
+    ``|x|^2 + |y|^2 - 2 x.y`` (one matrix product, O(N M) memory), clamped at 0 against rounding.
 
     Returns:
         (N, M) tensor, >= 0, same dtype and device as ``features``.
@@ -64,16 +63,11 @@ def pairwise_squared_euclidean(features: torch.Tensor, others: torch.Tensor | No
         raise ValueError(
             f"others: expected a 2-D (M, {features.shape[1]}) tensor, got shape {tuple(others.shape)}"
         )
-    # The shift cancels exactly in the distances, so it needs no gradient.
-    count = features.shape[0] + (0 if same_set else others.shape[0])
-    total = features.detach().sum(0) + (0 if same_set else others.detach().sum(0))
-    center = total / max(count, 1)
-    x = features - center
-    y = x if same_set else others - center
-    squared = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
-    squared = squared.clamp_min(0.0)
+    squared_norms = (features * features).sum(1, keepdim=True)
+    other_norms = squared_norms.t() if same_set else (others * others).sum(1).unsqueeze(0)
+    squared = (squared_norms + other_norms - 2.0 * (features @ others.t())).clamp_min(0.0)
     if same_set:
-        squared = squared.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), 0.0)
+        squared = squared.masked_fill(torch.eye(len(features), dtype=torch.bool, device=features.device), 0.0)
     return squared
 
 
@@ -173,7 +167,9 @@ def triplet_margin_terms(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float, 
     return F.relu(margin + d_ap - d_an)
 
 
-def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.3
+) -> torch.Tensor:
     """The TP's formula on explicit triplets, averaged: ``mean_i max(0, m + |a_i - p_i| - |a_i - n_i|)``.
 
     Args:

@@ -20,10 +20,12 @@ per-query Python loop about a minute. CMC and AP only need the positions of the 
 On the CPU each row is mapped by a *monotone* function (scale, shift, round) onto a few thousand bins
 spanning its true-match distances, and one histogram per row counts the items of every bin. A bin
 without a true match lies wholly between two consecutive true matches, so its items are placed
-exactly without looking at them again; only the few items that share a bin with a true match are
-compared one by one, as (distance, gallery index) pairs, which reproduces the stable order of ties.
-Because the map is monotone, rounding can only make bins coarser, never misplace an item. On a GPU,
-``torch.searchsorted`` against the sorted true-match distances does the same job.
+exactly without looking at them again; only the items that share a bin with a true match (under 1 %
+at Market size with random distances) are placed one by one, by binary search on (distance, gallery
+index), which reproduces the stable order of ties. Massive ties (e.g. a collapsed embedding where
+every distance is equal) put every item in that slow lane: still exact, several times slower. Because the map is monotone, rounding can only make bins coarser, never
+misplace an item. On a GPU, ``torch.searchsorted`` against the sorted true-match distances does the
+same job. All methods are exact: they give torchreid's numbers with a stable sort.
 """
 
 from __future__ import annotations
@@ -37,10 +39,14 @@ import torch.nn.functional as F
 
 from utils.TripletLoss import pairwise_euclidean
 
-# Distance entries handled at once: ~1 M entries keep the temporaries of a chunk near the CPU caches
-# instead of several copies of a 214 MB Market-size matrix.
-CHUNK_ENTRIES = 1 << 18
+# Distance entries handled at once: on the CPU, ~0.5 M entries keep a chunk's temporaries near the
+# caches (measured fastest) instead of several copies of a 214 MB Market-size matrix; a GPU wants more.
+CHUNK_ENTRIES = 1 << 19
+GPU_CHUNK_ENTRIES = 1 << 23
 MAX_BINS_PER_ROW = 4096
+# (row, float32 distance, gallery index) packed into one int64 (7 + 32 + 24 bits) compares like the
+# triple: one np.searchsorted then places an item among all true matches of a chunk.
+KEY_ROW_BITS, KEY_GALLERY_BITS = 7, 24
 # float32 numbers in [2^23, 2^24) are exactly the integers: adding 2^23 rounds to an integer and the
 # bit pattern minus that of 2^23 *is* the integer, with no float-to-int conversion pass.
 FLOAT32_INTEGER_BASE = 2.0**23
@@ -131,21 +137,18 @@ def find_true_matches(
     )
 
 
-def _count_preceding_matches(
-    values: np.ndarray, gallery: np.ndarray, match_distances: np.ndarray, match_gallery: np.ndarray
-) -> np.ndarray:
-    """For gallery items (value, index) (n,), how many of their row's true matches (n, R) come first or are them.
-
-    A true match at (t, j) is counted when ``t < value`` or ``t == value and j <= index``.
-    """
-    result = np.empty(len(values), dtype=np.int64)
-    step = max(1, (1 << 22) // max(match_distances.shape[1], 1))
-    for start in range(0, len(values), step):
-        part = slice(start, start + step)
-        value, index = values[part, None], gallery[part, None]
-        before = (match_distances[part] < value) | ((match_distances[part] == value) & (match_gallery[part] <= index))
-        result[part] = before.sum(1)
-    return result
+def _ranking_keys(rows: np.ndarray, distances: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like the triples (row, distance, gallery index), for float32 distances (n,)."""
+    # + 0 turns -0.0 into +0.0: equal as distances, so they must get equal keys.
+    bits = (distances + np.float32(0)).view(np.int32)
+    # Flipping the magnitude bits of negative floats makes signed-integer order the float order.
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    keys = rows.astype(np.int64) << 32
+    keys += ordered
+    keys += 1 << 31
+    keys <<= KEY_GALLERY_BITS
+    keys += gallery
+    return keys
 
 
 def _rank_chunk_by_binning(
@@ -157,10 +160,13 @@ def _rank_chunk_by_binning(
     junk_gallery: np.ndarray,
 ) -> np.ndarray:
     """Ranks (C, R) of the true matches of C queries from their distance rows (C, G); see the module doc."""
+    distances = np.ascontiguousarray(distances)
     num_rows, num_gallery = distances.shape
     width = match_distances.shape[1]
-    bins = int(np.clip(num_gallery // 4, 16, MAX_BINS_PER_ROW))
-    if np.isnan(distances.sum()) and np.isnan(distances).any():
+    bins = int(np.clip(num_gallery // 8, 16, MAX_BINS_PER_ROW))
+    with np.errstate(invalid="ignore"):  # inf - inf in the sum only sends us to the exact check
+        maybe_nan = np.isnan(distances.sum())
+    if maybe_nan and np.isnan(distances).any():
         raise ValueError("distmat: contains NaN distances")
 
     # Per row, the finite true-match distances [low, high] go to bins 1 .. bins-2; below and above
@@ -186,8 +192,9 @@ def _rank_chunk_by_binning(
         return np.subtract(mapped.view(np.int32), FLOAT32_INTEGER_BASE_BITS, dtype=np.int64)
 
     match_bins = to_bins(match_distances)
+    real_bins = match_bins[real]
     has_match = np.zeros(num_rows * bins, dtype=bool)
-    has_match[match_bins[real]] = True
+    has_match[real_bins] = True
     item_bins = to_bins(distances).ravel()
     items_per_bin = np.bincount(item_bins, minlength=num_rows * bins)
     # A bin without a true match lies wholly before or after each true match: its items precede true
@@ -196,20 +203,58 @@ def _rank_chunk_by_binning(
     bin_in_row = match_bins - np.arange(num_rows)[:, None] * bins
     items_before = np.take_along_axis(np.cumsum(items_per_bin.reshape(num_rows, bins), 1), bin_in_row, 1)
 
-    # Items sharing a bin with a true match: compared one by one, as (distance, gallery index) pairs.
-    shared = np.flatnonzero(np.take(has_match, item_bins))
-    shared_rows, shared_gallery = np.divmod(shared, num_gallery)
-    preceding = _count_preceding_matches(
-        distances[shared_rows, shared_gallery], shared_gallery, match_distances[shared_rows], match_gallery[shared_rows]
+    # The real true matches, flattened row after row, are in bin order: the matches of flat bin b are
+    # flat_distances[first_in_bin[b] : first_in_bin[b] + matches_in_bin[b]].
+    flat_distances, flat_gallery = match_distances[real], match_gallery[real]
+    matches_in_bin = np.bincount(real_bins, minlength=num_rows * bins)
+    first_in_bin = np.cumsum(matches_in_bin) - matches_in_bin
+
+    row_first = first_in_bin[np.arange(num_rows) * bins]
+    packed = distances.dtype == np.float32 and num_gallery <= 1 << KEY_GALLERY_BITS and num_rows <= 1 << KEY_ROW_BITS
+    if packed:
+        match_keys = _ranking_keys(np.nonzero(real)[0], flat_distances, flat_gallery)
+
+    def matches_at_or_before(rows: np.ndarray, gallery: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """For items (rows, gallery) of distance ``value``: the flat index just past the last true match
+        (t, j) of their row with t < value or (t == value and j <= gallery), i.e. ties in distance follow
+        the gallery order and an item is its own tie."""
+        if packed:
+            return np.searchsorted(match_keys, _ranking_keys(rows, value, gallery), "right")
+        # float64 distances: the same search, vectorised over the items, within each item's bin.
+        item_bin = item_bins[rows * num_gallery + gallery]
+        low = first_in_bin[item_bin]
+        high = low + matches_in_bin[item_bin]
+        for _ in range(int(matches_in_bin.max(initial=0)).bit_length()):
+            middle = (low + high) >> 1
+            index = np.minimum(middle, len(flat_distances) - 1)
+            match_value, match_index = flat_distances[index], flat_gallery[index]
+            at_or_before = (match_value < value) | ((match_value == value) & (match_index <= gallery))
+            searching = low < high
+            low = np.where(searching & at_or_before, middle + 1, low)
+            high = np.where(searching & ~at_or_before, middle, high)
+        return low
+
+    # Items sharing a bin with a true match are placed one by one, as (distance, gallery index) pairs.
+    shared = np.take(has_match, item_bins).reshape(num_rows, num_gallery)
+    # (np.nonzero on 2-D masks and integer division are several times slower than these steps.)
+    shared_rows = np.repeat(np.arange(num_rows), np.count_nonzero(shared, axis=1))
+    shared_gallery = np.flatnonzero(shared) - shared_rows * num_gallery
+    shared_values = distances[shared]
+    # Row r's items land in buckets row_first[r] + r + p, p = how many of its true matches they follow:
+    # disjoint ranges, so one histogram serves all rows.
+    buckets = len(flat_distances) + num_rows
+    followed = np.bincount(
+        matches_at_or_before(shared_rows, shared_gallery, shared_values) + shared_rows, minlength=buckets
     )
-    # precede_counts[r, p]: items of row r with exactly p true matches at or before them.
-    precede_counts = np.bincount(shared_rows * (width + 1) + preceding, minlength=num_rows * (width + 1))
-    preceding = _count_preceding_matches(
-        distances[junk_rows, junk_gallery], junk_gallery, match_distances[junk_rows], match_gallery[junk_rows]
+    junk_values = distances[junk_rows, junk_gallery]
+    followed -= np.bincount(
+        matches_at_or_before(junk_rows, junk_gallery, junk_values) + junk_rows, minlength=buckets
     )
-    precede_counts -= np.bincount(junk_rows * (width + 1) + preceding, minlength=num_rows * (width + 1))
-    # True match s is preceded by every item with at most s true matches at or before it.
-    shared_before = np.cumsum(precede_counts.reshape(num_rows, width + 1), 1)[:, :width]
+    # True match s is preceded by every item of its row that follows at most s true matches.
+    cumulative = np.concatenate([[0], np.cumsum(followed)])
+    row_bucket = row_first + np.arange(num_rows)
+    bucket_of_match = np.minimum(row_bucket[:, None] + np.arange(width) + 1, buckets)
+    shared_before = cumulative[bucket_of_match] - cumulative[row_bucket][:, None]
     return items_before + shared_before
 
 
@@ -221,6 +266,7 @@ def _rank_chunk_by_search(
     junk_gallery: torch.Tensor,
 ) -> torch.Tensor:
     """Ranks (C, R) of the true matches of C queries, with ``torch.searchsorted`` (fast on a GPU)."""
+    distances = distances.contiguous()
     num_rows, num_gallery = distances.shape
     width = match_distances.shape[1]
     if bool(torch.isnan(distances).any()):
@@ -260,7 +306,10 @@ def _rows(distances: np.ndarray | torch.Tensor, queries: np.ndarray) -> np.ndarr
 def rank_true_matches(distances: np.ndarray | torch.Tensor, matches: TrueMatches, method: str) -> np.ndarray:
     """(E, R) int64: number of valid gallery items ranked before each sorted true match (padding: garbage)."""
     num_evaluated, width = matches.distances.shape
-    rows_per_chunk = int(np.clip(CHUNK_ENTRIES // max(distances.shape[1], 1), 1, 2048))
+    if method == "search":
+        rows_per_chunk = max(1, GPU_CHUNK_ENTRIES // max(distances.shape[1], 1))
+    else:
+        rows_per_chunk = int(np.clip(CHUNK_ENTRIES // max(distances.shape[1], 1), 1, 1 << KEY_ROW_BITS))
     junk_bounds = np.searchsorted(matches.junk_rows, np.arange(0, num_evaluated + rows_per_chunk, rows_per_chunk))
     ranks = np.empty((num_evaluated, width), dtype=np.int64)
     for chunk_index, start in enumerate(range(0, num_evaluated, rows_per_chunk)):
@@ -326,8 +375,11 @@ def compute_cmc_map(
             distances = distances.double()
     else:
         distances = distmat.detach().cpu().numpy() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
-        if distances.dtype not in (np.float32, np.float64):
-            distances = distances.astype(np.float64)
+        if distances.dtype != np.float32:
+            # Values that float32 holds exactly (integers, float16, float32 data stored as float64)
+            # rank identically in float32, where ties are resolved by the packed keys.
+            single = distances.astype(np.float32)
+            distances = single if np.array_equal(single, distances) else distances.astype(np.float64, copy=False)
     if distances.ndim != 2:
         raise ValueError(f"distmat: expected a 2-D (num_query, num_gallery) matrix, got shape {tuple(distances.shape)}")
     num_query, num_gallery = distances.shape

@@ -90,6 +90,7 @@ class Camera:
     """How one camera sees everybody: a background panorama, light, colour cast, blur and viewpoints."""
 
     panorama: np.ndarray  # (H, 4W, 3) in [0, 1]; each track sees a window of it
+    noise: np.ndarray  # (2H, 2W, 3) sensor noise; each image adds a window of it
     gain: float
     cast: np.ndarray  # (3,) per-channel gain
     blur: float  # Gaussian radius, pixels
@@ -160,6 +161,7 @@ def make_camera(seed: int, camera: int) -> Camera:
     low = rng.uniform(0.76, 0.9)
     return Camera(
         panorama=np.clip(panorama, 0, 1).astype(np.float32),
+        noise=rng.normal(0, 0.02, (2 * IMAGE_HEIGHT, 2 * IMAGE_WIDTH, 3)).astype(np.float32),
         gain=float(rng.uniform(0.6, 1.3)),
         cast=rng.uniform(0.85, 1.15, 3).astype(np.float32),
         blur=float(rng.uniform(0.0, 1.2)),
@@ -340,23 +342,30 @@ def draw_person(image: np.ndarray, person: Identity, view: str, centre_x: float,
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of an (H, W, 3) float image (edges replicated); sigma in pixels."""
+    """Separable Gaussian blur of an (H, W, 3) float image, edges replicated; ``sigma`` in pixels."""
     radius = int(np.ceil(2 * sigma))
     if radius == 0:
         return image
-    offsets = np.arange(-radius, radius + 1)
-    taps = np.exp(-0.5 * (offsets / sigma) ** 2).astype(np.float32)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
     taps /= taps.sum()
-    rows = np.clip(np.arange(IMAGE_HEIGHT)[:, None] + offsets, 0, IMAGE_HEIGHT - 1)  # (H, taps)
-    cols = np.clip(np.arange(IMAGE_WIDTH)[:, None] + offsets, 0, IMAGE_WIDTH - 1)  # (W, taps)
-    image = np.tensordot(taps, image[rows], axes=([0], [1]))  # (H, W, 3)
-    return np.tensordot(taps, image[:, cols], axes=([0], [2]))
+    # Rows then columns (columns by transposing): a weighted sum of shifted views, a few vector ops.
+    for _ in range(2):
+        size = image.shape[0]
+        padded = np.concatenate([image[:1].repeat(radius, 0), image, image[-1:].repeat(radius, 0)])
+        blurred = taps[0] * padded[:size]
+        for shift in range(1, len(taps)):
+            blurred += taps[shift] * padded[shift: shift + size]
+        image = blurred.transpose(1, 0, 2)
+    return image
 
 
 def finish_image(image: np.ndarray, camera: Camera, gain: float, rng: np.random.Generator) -> Image.Image:
     """Apply the camera's light, colour cast, optics blur, sensor noise and resolution; return a PIL image."""
     image = gaussian_blur(image * (camera.gain * gain) * camera.cast, camera.blur + rng.uniform(0, 0.4))
-    image = image + 0.02 * rng.standard_normal(image.shape, dtype=np.float32)
+    # Sensor noise: a random window of the camera's noise field (drawing fresh noise per image costs more
+    # than the whole drawing).
+    top, left = rng.integers(0, IMAGE_HEIGHT), rng.integers(0, IMAGE_WIDTH)
+    image = image + camera.noise[top: top + IMAGE_HEIGHT, left: left + IMAGE_WIDTH]
     pil = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
     if camera.low_resolution < 1:
         small = (round(IMAGE_WIDTH * camera.low_resolution), round(IMAGE_HEIGHT * camera.low_resolution))
@@ -443,6 +452,7 @@ def generate_market(
             "generator": "utils/synthetic_market.py", "ids": ids, "images_per_id": images_per_id,
             "distractor_fraction": distractor_fraction, "junk_fraction": junk_fraction, "seed": seed,
             "counts": counts}, indent=2) + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it private; a dataset folder is not
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

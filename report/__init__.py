@@ -1,0 +1,1 @@
+"""The TP report, built from the logged runs by ``python report/build.py``."""
