@@ -52,6 +52,7 @@ class Market1501(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  transform: Callable[[Image.Image], Any] | None = None):
+        # BEGIN SOLUTION
         if split not in SPLIT_FOLDERS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {split!r}")
         self.root = Path(root)
@@ -76,22 +77,28 @@ class Market1501(Dataset):
         self.unique_ids = sorted(set(self.ids))
         label_of = {pid: label for label, pid in enumerate(self.unique_ids)}
         self.labels = [label_of[pid] for pid in self.ids]
+        # END SOLUTION
 
     @staticmethod
     def get_id(file_path: str | os.PathLike) -> int:
         """Person id from a Market-1501 file name: ``-1`` for junk, ``0`` for distractors."""
+        # BEGIN SOLUTION
         return int(_parse_name(file_path).group(1))
+        # END SOLUTION
 
     @staticmethod
     def get_camera(file_path: str | os.PathLike) -> int:
         """Camera number (1-6 in Market-1501) from a Market-1501 file name."""
+        # BEGIN SOLUTION
         return int(_parse_name(file_path).group(2))
+        # END SOLUTION
 
     def __len__(self) -> int:
         return len(self.imgs)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         """``(image, label)``: the transformed RGB image and the index of its id in ``unique_ids``."""
+        # BEGIN SOLUTION
         path = self.imgs[index]
         try:
             with Image.open(path) as file:
@@ -101,6 +108,7 @@ class Market1501(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
+        # END SOLUTION
 
     def __repr__(self) -> str:
         return (f"Market1501(root={str(self.root)!r}, split={self.split!r}: {len(self.imgs)} images, "

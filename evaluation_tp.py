@@ -43,6 +43,7 @@ def load_reid_checkpoint(path: str | Path, device: torch.device | str = "cpu") -
         FileNotFoundError: no such file.
         ValueError: not a checkpoint, or its config and weights do not describe a ReIDNet (one line).
     """
+    # BEGIN SOLUTION
     state = load_checkpoint(path, map_location=device)
     config = state.get("config")
     if not isinstance(config, dict) or "model" not in state or any(
@@ -52,6 +53,7 @@ def load_reid_checkpoint(path: str | Path, device: torch.device | str = "cpu") -
     model_config = {key: value for key, value in config.items() if key not in INPUT_KEYS}
     model = ReIDNet.from_config(model_config, state["model"], source=path)
     return model.to(device).eval(), config["height"], config["width"]
+    # END SOLUTION
 
 
 def raw_pixel_distances(query: ImageSet, gallery: ImageSet) -> torch.Tensor:

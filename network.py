@@ -89,6 +89,7 @@ class ReIDNet(nn.Module):
         pretrained: bool = False,
         weights: str | os.PathLike | None = None,
     ) -> None:
+        # BEGIN SOLUTION
         super().__init__()
         if backbone not in BACKBONE_DIMS:
             raise ValueError(f"backbone: expected one of {', '.join(BACKBONE_DIMS)}, got {backbone!r}")
@@ -111,6 +112,7 @@ class ReIDNet(nn.Module):
         self.fc1 = nn.Sequential(nn.Linear(BACKBONE_DIMS[backbone], self.feat_dim), nn.BatchNorm1d(self.feat_dim))
         self.fc2 = nn.Linear(self.feat_dim, self.num_classes)
         self._init_head()
+        # END SOLUTION
 
     def _load_cached_imagenet_weights(self) -> None:
         candidates = cached_imagenet_weight_paths(self.backbone_name)
@@ -134,10 +136,12 @@ class ReIDNet(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # BEGIN SOLUTION
         pooled = self.backbone(x)
         features = self.fc1(pooled)
         logits = self.fc2(features)
         return torch.cat([logits, features], 1), logits, features
+        # END SOLUTION
 
     @property
     def config(self) -> dict[str, Any]:

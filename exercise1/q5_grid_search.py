@@ -22,9 +22,10 @@ The grid runs on Optuna (``GridSampler``, one study per table; the machinery is 
   A study is named after the settings that change results (grid, epochs, training images, seed,
   network, data), so new settings start a new study and old results stay in the storage.
 
-CPU default: a stratified subset of 1,000 training images (``--train-size``), 3 epochs, 2 workers;
-the whole 24-cell grid then takes about 25 minutes on a 2-core CPU (estimated from measured cells, see
-the README). On a GPU, use the whole training set (``--train-size 0``) and more epochs.
+CPU default: a stratified subset of 1,000 training images (``--train-size``), 3 epochs, 2 workers of
+one thread each. The whole 24-cell grid took 29 minutes on a 2-core machine shared with other jobs; its
+cells used 967 CPU-seconds in all, about 9 minutes on an idle 2-core CPU. Batch-5 cells cost twice as
+much as the others. On a GPU, use the whole training set (``--train-size 0``) and more epochs.
 
 Outputs under ``--out`` (default ``runs/grid/``): ``table1.csv``/``.md`` and ``table2.csv``/``.md`` in the
 TP layout (rows weight decay / batch size, columns lambda, best cell in bold, diverged cells marked);
@@ -180,6 +181,7 @@ def finite_or_none(value: float) -> float | None:
 
 def train_cell(params: dict[str, Any], table: GridTable, settings: GridSettings, data: MnistData) -> CellOutcome:
     """Train the cell of ``table`` with grid parameters ``params``; the value is the test accuracy in [0, 1]."""
+    # BEGIN SOLUTION
     hyperparameters = table.hyperparameters(params)
     name = cell_name(hyperparameters)
     # This worker owns the cell: curves left by an interrupted earlier attempt would overlap the new ones.
@@ -233,6 +235,7 @@ def train_cell(params: dict[str, Any], table: GridTable, settings: GridSettings,
         "cpu_seconds": cpu_seconds,  # on a machine shared with other jobs, a steadier guide than the wall time
         "run_dir": str(logger.directory),
     })
+    # END SOLUTION
 
 
 # --------------------------------------------------------------------------- workers
@@ -306,6 +309,7 @@ def write_outputs(grids: dict[str, GridStudy], settings: GridSettings, data: Mni
     ``wall_seconds`` is this run's time; ``results.json`` adds it to the time of the earlier runs of the
     same studies, so a resumed grid reports the time all its runs took.
     """
+    # BEGIN SOLUTION
     train_images, source = len(data.train_labels), data.source
     out = Path(settings.out)
     previous_path = out / "results.json"
@@ -362,10 +366,17 @@ def write_outputs(grids: dict[str, GridStudy], settings: GridSettings, data: Mni
             fields[f"{short}_best_lr"] = str(lr)
             fields[f"{short}_best_{row_short}"] = str(row)
         fields[f"{short}_diverged_count"] = str(len(diverged))
+        for batch_size in table.row_values if table.row_param == "batch_size" else ():
+            updates = settings.epochs * -(-train_images // batch_size)
+            fields[f"{short}_bs{batch_size}_updates"] = str(updates)
+            # Share of batch norm's initial statistics (mean 0, variance 1) left in its running averages
+            # after that many updates, at PyTorch's default momentum 0.1.
+            fields[f"{short}_bs{batch_size}_bn_start_share"] = f"{100 * 0.9 ** updates:.1f}"
         fields[f"{short}_cell_minutes"] = f"{results['tables'][table.key]['train_seconds'] / 60:.1f}"
     results["report_fields"] = fields
     write_json_atomic(out / "results.json", results)
     return results
+    # END SOLUTION
 
 
 def watch_progress(grids: dict[str, GridStudy], settings: GridSettings,
@@ -381,6 +392,7 @@ def watch_progress(grids: dict[str, GridStudy], settings: GridSettings,
                     done[(table.key, key)] = (cell, trial)
         return done
 
+    tables = {table.key: table for table in settings.tables}
     total = sum(grid.size for grid in grids.values())
     seen = finished()
     bar = tqdm(total=total, initial=len(seen), desc="cells", unit="cell", disable=progress_disabled())
@@ -389,16 +401,15 @@ def watch_progress(grids: dict[str, GridStudy], settings: GridSettings,
         current = finished()
         for (table_key, (row, lr)), (cell, trial) in sorted(current.items()):
             if (table_key, (row, lr)) not in seen:
-                table = next(table for table in settings.tables if table.key == table_key)
                 seconds = trial.user_attrs.get("train_seconds")
                 timing = f" in {seconds:.0f} s" if seconds is not None else ""
-                bar.write(f"{table_key} {table.row_param}={row} lr={lr}: {cell_text(cell)}{timing}")
+                bar.write(f"{table_key} {tables[table_key].row_param}={row} lr={lr}: {cell_text(cell)}{timing}")
                 bar.update(1)
         seen = current
         ok = [(cell.value, key) for key, (cell, _) in current.items() if cell.status == "ok"]
         if ok:
             value, (table_key, (row, lr)) = max(ok)
-            bar.set_postfix_str(f"best {100 * value:.2f}% ({table_key} {row}, lr {lr})")
+            bar.set_postfix_str(f"best {100 * value:.2f}% ({table_key} {tables[table_key].row_param}={row} lr={lr})")
         if not alive:
             break
         time.sleep(POLL_SECONDS)
@@ -530,7 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"warning: a worker exited with code {process.exitcode}, see {path}")
     results = write_outputs(grids, settings, data, wall_seconds)
     incomplete = [key for key, table in results["tables"].items() if not table["complete"]]
-    print(f"Wall time {wall_seconds / 60:.1f} min; results: {Path(args.out) / 'results.json'}"
+    print(f"Wall time of this run {wall_seconds / 60:.1f} min; results: {Path(args.out) / 'results.json'}"
           + (f"; not finished: {', '.join(incomplete)} (running elsewhere or interrupted: re-run)" if incomplete
              else ""))
     return results

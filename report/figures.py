@@ -61,7 +61,8 @@ def plot_classification_curves(path: Path, title: str, curves: dict[str, Series]
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis.get_lines():
+            axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 
@@ -77,7 +78,8 @@ def plot_comparison(path: Path, title: str, runs: dict[str, dict[str, Series]]) 
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="test accuracy")
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis.get_lines():
+            axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 

@@ -617,8 +617,8 @@ def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
             csv_files=csv_files, modified=max(path.stat().st_mtime for path in csv_files)))
         line = f"Grid read from `{grid_dir.as_posix()}`"
         if settings:
-            line += (f": {settings.get('epochs')} epoch(s) per cell on {settings.get('train_images')} training "
-                     f"images ({settings.get('data')})")
+            line += (f": {settings.get('epochs')} epoch(s) per cell on {count(settings.get('train_images'))} "
+                     f"training images ({settings.get('data')})")
         if isinstance(results.get("wall_seconds"), (int, float)):
             line += f", wall time {results['wall_seconds'] / 60:.1f} min"
         line += "."
@@ -642,12 +642,17 @@ def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
     return "\n".join(parts)
 
 
+def count(value: Any) -> str:
+    """An integer with thousands separators (``1,000``), anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def grid_caption(number: str, data: GridTableData, settings: dict[str, Any]) -> str:
     rows = "batch size" if data.corner.startswith("batch") else "weight decay"
     fixed = "weight decay 0.001" if rows == "batch size" else "batch size 64"
     caption = f"**Table {number}**: test accuracy (%), rows {rows}, columns learning rate λ, {fixed}"
     if settings:
-        caption += f"; {settings.get('epochs')} epoch(s) on {settings.get('train_images')} training images"
+        caption += f"; {settings.get('epochs')} epoch(s) on {count(settings.get('train_images'))} training images"
     return caption + ". Best cell in **bold**; *(diverged)*: the training loss became NaN/inf."
 
 

@@ -45,6 +45,7 @@ def assert_each_cell_trained_once(study: optuna.Study, cells: set) -> list:
 
 
 # ----------------------------------------------------------------------------- journal, two worker processes
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # tbparse's own use of pandas
 def test_two_workers_fill_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     journal = str(tmp_path / "optuna-journal.log")
     results = q5.main(TINY_GRID + ["--workers", "2", "--out", str(tmp_path)])
@@ -64,6 +65,7 @@ def test_two_workers_fill_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
         assert "hparam/test_accuracy" in set(reader.scalars.tag)
 
     metrics_files = {path: path.stat().st_mtime_ns for path in tmp_path.glob("table1/*/metrics.json")}
+    assert len(metrics_files) == len(TINY_CELLS)
     trials_before = len(study.trials)
     again = q5.main(TINY_GRID + ["--workers", "1", "--out", str(tmp_path)])
     assert len(load_table1_study(results, journal).trials) == trials_before

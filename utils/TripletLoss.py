@@ -109,6 +109,7 @@ def mine_batch_hard(distances: torch.Tensor, labels: torch.Tensor, margin: float
         ``(anchors, positives, negatives)``, 1-D int64 index tensors of equal length: the farthest
         positive and the nearest negative of each eligible anchor (first index on ties).
     """
+    # BEGIN SOLUTION
     _check_labels(distances, labels)
     positive, negative = positive_negative_masks(labels)
     anchors = torch.nonzero(positive.any(1) & negative.any(1)).flatten()
@@ -116,6 +117,7 @@ def mine_batch_hard(distances: torch.Tensor, labels: torch.Tensor, margin: float
     hardest_positive = distances.masked_fill(~positive[anchors], float("-inf")).argmax(1)
     hardest_negative = distances.masked_fill(~negative[anchors], float("inf")).argmin(1)
     return anchors, hardest_positive, hardest_negative
+    # END SOLUTION
 
 
 def mine_batch_all(distances: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> Triplets:
@@ -124,11 +126,13 @@ def mine_batch_all(distances: torch.Tensor, labels: torch.Tensor, margin: float 
     ``distances`` only fixes N (and is checked against ``labels``); ``margin`` is unused. Returns the
     index tensors ``(anchors, positives, negatives)`` in lexicographic (a, p, n) order.
     """
+    # BEGIN SOLUTION
     _check_labels(distances, labels)
     positive, negative = positive_negative_masks(labels)
     valid = positive.unsqueeze(2) & negative.unsqueeze(1)
     anchors, positives, negatives = torch.nonzero(valid, as_tuple=True)
     return anchors, positives, negatives
+    # END SOLUTION
 
 
 def mine_semi_hard(distances: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> Triplets:
@@ -140,6 +144,7 @@ def mine_semi_hard(distances: torch.Tensor, labels: torch.Tensor, margin: float 
     Returns:
         ``(anchors, positives, negatives)`` 1-D int64 index tensors, one triplet per pair that has one.
     """
+    # BEGIN SOLUTION
     _check_labels(distances, labels)
     positive, negative = positive_negative_masks(labels)
     distances = distances.detach()
@@ -150,6 +155,7 @@ def mine_semi_hard(distances: torch.Tensor, labels: torch.Tensor, margin: float 
     nearest_in_band = d_an.masked_fill(~in_band, float("inf")).argmin(1)
     has_one = in_band.any(1)
     return pair_anchors[has_one], pair_positives[has_one], nearest_in_band[has_one]
+    # END SOLUTION
 
 
 MINERS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], Triplets]] = {
@@ -162,9 +168,11 @@ MINERS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], Triplets]] = {
 # --------------------------------------------------------------------------- the loss
 def triplet_margin_terms(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float, soft_margin: bool) -> torch.Tensor:
     """Per-triplet loss: ``max(0, margin + d_ap - d_an)``, or ``softplus(d_ap - d_an)`` with ``soft_margin``."""
+    # BEGIN SOLUTION
     if soft_margin:
         return F.softplus(d_ap - d_an)
     return F.relu(margin + d_ap - d_an)
+    # END SOLUTION
 
 
 def triplet_loss(
@@ -179,6 +187,7 @@ def triplet_loss(
     Returns:
         Scalar tensor (0 for N = 0).
     """
+    # BEGIN SOLUTION
     if anchor.dim() != 2 or anchor.shape != positive.shape or anchor.shape != negative.shape:
         raise ValueError(
             "anchor, positive, negative: expected three (N, D) tensors of the same shape, got "
@@ -189,6 +198,7 @@ def triplet_loss(
     d_ap = safe_sqrt((anchor - positive).pow(2).sum(1))
     d_an = safe_sqrt((anchor - negative).pow(2).sum(1))
     return triplet_margin_terms(d_ap, d_an, margin, soft_margin=False).mean()
+    # END SOLUTION
 
 
 class TripletLoss(nn.Module):
@@ -218,6 +228,7 @@ class TripletLoss(nn.Module):
         return f"margin={self.margin}, mining={self.mining!r}, soft_margin={self.soft_margin}"
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # BEGIN SOLUTION
         if features.dim() != 2:
             raise ValueError(f"features: expected a 2-D (N, D) tensor, got shape {tuple(features.shape)}")
         # Distances in float32 at least: under AMP the features may be float16, where the
@@ -235,3 +246,4 @@ class TripletLoss(nn.Module):
         if terms.numel() == 0:
             return distances.sum() * 0.0
         return terms.mean()
+        # END SOLUTION

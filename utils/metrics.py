@@ -91,6 +91,7 @@ def find_true_matches(
     Raises:
         ValueError: no query has a true match, or a true-match distance is NaN.
     """
+    # BEGIN SOLUTION
     num_query, num_gallery = distances.shape
     gallery_by_id = np.argsort(g_ids, kind="stable")
     sorted_ids = g_ids[gallery_by_id]
@@ -135,6 +136,7 @@ def find_true_matches(
         junk_rows=junk_rows[kept],
         junk_gallery=pair_gallery[junk][kept],
     )
+    # END SOLUTION
 
 
 def _ranking_keys(rows: np.ndarray, distances: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -305,6 +307,7 @@ def _rows(distances: np.ndarray | torch.Tensor, queries: np.ndarray) -> np.ndarr
 
 def rank_true_matches(distances: np.ndarray | torch.Tensor, matches: TrueMatches, method: str) -> np.ndarray:
     """(E, R) int64: number of valid gallery items ranked before each sorted true match (padding: garbage)."""
+    # BEGIN SOLUTION
     num_evaluated, width = matches.distances.shape
     if method == "search":
         rows_per_chunk = max(1, GPU_CHUNK_ENTRIES // max(distances.shape[1], 1))
@@ -331,6 +334,7 @@ def rank_true_matches(distances: np.ndarray | torch.Tensor, matches: TrueMatches
                 chunk, matches.distances[part], matches.gallery[part], matches.counts[part], junk_rows, junk_gallery
             )
     return ranks
+    # END SOLUTION
 
 
 def compute_cmc_map(
@@ -360,6 +364,7 @@ def compute_cmc_map(
     Raises:
         ValueError: bad shapes, dtypes or method, NaN distances, or no query with a true match (one line).
     """
+    # BEGIN SOLUTION
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     if isinstance(max_rank, bool) or int(max_rank) != max_rank or max_rank < 1:
@@ -399,6 +404,7 @@ def compute_cmc_map(
     first_match = np.minimum(ranks[:, 0], max_rank)
     cmc = np.cumsum(np.bincount(first_match, minlength=max_rank + 1)[:max_rank]) / len(matches.queries)
     return cmc.astype(np.float64), float(average_precision.mean())
+    # END SOLUTION
 
 
 def euclidean_distance_matrix(

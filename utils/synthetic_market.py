@@ -123,7 +123,7 @@ def make_identity(seed: int, key: int, kind: int = _IDENTITY) -> Identity:
         upper=upper,
         upper_second=second,
         upper_pattern=UPPER_PATTERNS[rng.choice(len(UPPER_PATTERNS), p=[0.35, 0.15, 0.1, 0.15, 0.15, 0.1])],
-        stripe_period=float(rng.uniform(0.035, 0.07)),
+        stripe_period=float(rng.uniform(0.06, 0.1)),
         long_sleeves=bool(rng.random() < 0.55),
         lower=_colour(rng, CLOTHING_COLOURS),
         lower_type=LOWER_TYPES[rng.choice(3, p=[0.6, 0.25, 0.15])],
@@ -453,7 +453,12 @@ def generate_market(
             "distractor_fraction": distractor_fraction, "junk_fraction": junk_fraction, "seed": seed,
             "counts": counts}, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it private; a dataset folder is not
-        os.replace(staging, out_dir)
+        try:
+            os.replace(staging, out_dir)
+        except OSError:
+            if not out_dir.is_dir():
+                raise
+            shutil.rmtree(staging)  # another process finished the same (deterministic) set first
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
