@@ -70,6 +70,8 @@ def plot_cmc(results: dict[str, Any], path: Path, title: str) -> None:
     axis.plot(ranks, 100 * cmc, marker=".", label=f"rank-1 {100 * cmc[0]:.1f}%, mAP {100 * results['mAP']:.1f}%")
     axis.set(xlabel="rank k", ylabel="matching rate (%)", title=title, ylim=(0, 101), xlim=(1, len(cmc)))
     axis.set_xscale("log")
+    ticks = [k for k in (1, 2, 5, 10, 20, 50) if k <= len(cmc)]
+    axis.set_xticks(ticks, [str(k) for k in ticks])
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(loc="lower right")
     figure.tight_layout()
