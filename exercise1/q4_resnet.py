@@ -121,10 +121,25 @@ class ResNet18(nn.Module):
 # END SOLUTION
 
 
-def build_model(arch: str = "resnet18", stem: str = "imagenet", num_classes: int = 10) -> nn.Module:
+def zero_init_residual_branches(model: nn.Module) -> None:
+    """Set the last batch-norm scale of every ``BasicBlock`` to 0, so each block starts as its shortcut.
+
+    The residual branches then add nothing at first: the untrained network behaves like a shallow one
+    and trains faster (Goyal et al., 2017; torchvision's ``zero_init_residual=True``).
+    """
+    for module in model.modules():
+        if isinstance(module, BasicBlock):
+            nn.init.zeros_(module.bn2.weight)
+
+
+def build_model(arch: str = "resnet18", stem: str = "imagenet", num_classes: int = 10,
+                zero_init_residual: bool = False) -> nn.Module:
     """The network named by ``--arch``: this file's ResNet-18, or a sibling lab's DenseNet/ResNeXt."""
     if arch == "resnet18":
-        return ResNet18(num_classes=num_classes, in_channels=1, stem=stem)
+        model = ResNet18(num_classes=num_classes, in_channels=1, stem=stem)
+        if zero_init_residual:
+            zero_init_residual_branches(model)
+        return model
     if arch in SIBLING_ARCHITECTURES:  # sibling lab B, exercise1/densenet_resnext.py (their own 3x3 stems)
         return SIBLING_ARCHITECTURES[arch](num_classes=num_classes, in_channels=1)
     raise ValueError(f"--arch: unknown architecture {arch!r}")
@@ -137,8 +152,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stem", default="imagenet", choices=STEMS, help="input stem (default imagenet, see above)")
     parser.add_argument("--shift", type=int, default=2,
                         help="random-shift augmentation in pixels, 0 to turn off (default 2)")
+    parser.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
+                        help="start each residual block as the identity (default on; resnet18 only)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
-    add_training_arguments(parser, epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, momentum=0.9)
+    add_training_arguments(parser, epochs=7, batch_size=64, lr=0.03, weight_decay=5e-4, momentum=0.9)
     add_mnist_arguments(parser)
     return parse_training_args(parser, argv)
 
@@ -147,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     device, data = prepare_mnist_run(args)
 
-    model = build_model(args.arch, args.stem).to(device)
+    # Channels-last is the layout oneDNN's CPU convolutions prefer (measured here: +15 % training img/s).
+    model = build_model(args.arch, args.stem, zero_init_residual=args.zero_init_residual).to(
+        device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.momentum > 0)
     max_batches = DRY_RUN_BATCHES if args.dry_run else None

@@ -118,6 +118,17 @@ def test_resnet18_matches_torchvision_parameter_count_and_output(stem):
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_zero_init_residual_zeroes_what_torchvision_zeroes_and_blocks_start_as_identity():
+    model = q4_resnet.build_model("resnet18", "imagenet", zero_init_residual=True).eval()
+    reference = torchvision.models.resnet18(zero_init_residual=True)
+    zeroed = lambda m: sorted(x.weight.numel() for x in m.modules()  # noqa: E731
+                              if isinstance(x, nn.BatchNorm2d) and not x.weight.any())
+    assert zeroed(model) == zeroed(reference) and len(zeroed(model)) == 8
+    activations = torch.rand(2, 64, 7, 7)  # non-negative, as after a ReLU
+    assert torch.equal(model.layer1[0](activations), activations)
+    assert q4_resnet.build_model("resnet18", "imagenet").layer1[0].bn2.weight.all()
+
+
 def test_resnet18_rejects_unknown_stem():
     with pytest.raises(ValueError, match="stem"):
         q4_resnet.ResNet18(stem="huge")
