@@ -5,9 +5,12 @@ second stage on), global average pooling and one linear classifier. The stem is 
 28x28 digits (``--stem``):
 
 - ``imagenet`` (default): torchvision's 7x7/2 convolution + 3x3/2 max-pool. The body then works on 7x7
-  maps, which keeps a CPU run fast (about 440 training img/s on 2 cores).
+  maps, which keeps a CPU run fast (66 MFLOPs per image, about 190 training img/s on 2 cores).
 - ``cifar``: a 3x3/1 convolution and no pool, the usual choice for 32x32 images. The body works on 28x28
-  maps: about 14x the FLOPs (about 41 img/s on 2 cores) for a small gain in accuracy; use it on a GPU.
+  maps: 14x the FLOPs (about 36 img/s on 2 cores) for a small gain in accuracy; use it on a GPU.
+
+The default recipe (7 epochs, peak lr 0.03, zero-initialised residual branches) trains in under 3 minutes
+on 2 CPU cores and reaches 98.9 % on the 1,000 held-out embedded images.
 
 Run: ``python exercise1/q4_resnet.py`` (embedded 4,000/1,000 MNIST sample), or with ``--data-root`` on
 full MNIST.
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     device, data = prepare_mnist_run(args)
 
-    # Channels-last is the layout oneDNN's CPU convolutions prefer (measured here: +15 % training img/s).
+    # Channels-last is the layout oneDNN's CPU convolutions prefer (measured here: +10-20 % training img/s).
     model = build_model(args.arch, args.stem, zero_init_residual=args.zero_init_residual).to(
         device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
