@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shift", type=int, default=2,
                         help="random-shift augmentation in pixels, 0 to turn off (default 2)")
     parser.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
-                        help="start each residual block as the identity (default on; resnet18 only)")
+                        help="start each residual block as its shortcut (default on; resnet18 only)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
     add_training_arguments(parser, epochs=7, batch_size=64, lr=0.03, weight_decay=5e-4, momentum=0.9)
     add_mnist_arguments(parser)
