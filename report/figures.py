@@ -40,6 +40,19 @@ def _draw(axis: plt.Axes, series: Series, label: str, **style) -> None:
     axis.plot(steps, values, label=label, marker=marker, markersize=3, **style)
 
 
+def _finish_loss_accuracy(figure: plt.Figure, loss_axis: plt.Axes, accuracy_axis: plt.Axes, subset: str, title: str,
+                          path: Path) -> Path:
+    """Label a loss panel and an accuracy panel (``subset`` prefixes their titles), add legends, save."""
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title=f"{subset}loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{subset}accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        if axis.get_lines():
+            axis.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
 def plot_classification_curves(path: Path, title: str, curves: dict[str, Series],
                                train_steps: Series | None = None, steps_per_epoch: float | None = None) -> Path:
     """Loss (left) and accuracy in % (right) per epoch for the ``Loss/*`` and ``Accuracy/*`` tags of ``curves``.
@@ -57,14 +70,7 @@ def plot_classification_curves(path: Path, title: str, curves: dict[str, Series]
             _draw(loss_axis, series, tag.split("/", 1)[1])
         elif tag.startswith("Accuracy/"):
             _draw(accuracy_axis, _percent(series), tag.split("/", 1)[1])
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        if axis.get_lines():
-            axis.legend(fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    return _finish_loss_accuracy(figure, loss_axis, accuracy_axis, "", title, path)
 
 
 def plot_comparison(path: Path, title: str, runs: dict[str, dict[str, Series]]) -> Path:
@@ -74,14 +80,7 @@ def plot_comparison(path: Path, title: str, runs: dict[str, dict[str, Series]]) 
         for tag, axis, percent in (("Loss/test", loss_axis, False), ("Accuracy/test", accuracy_axis, True)):
             if tag in curves:
                 _draw(axis, _percent(curves[tag]) if percent else curves[tag], label)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="test loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="test accuracy")
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        if axis.get_lines():
-            axis.legend(fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    return _finish_loss_accuracy(figure, loss_axis, accuracy_axis, "test ", title, path)
 
 
 def plot_panels(path: Path, title: str, panels: Sequence[tuple[str, str, dict[str, Series], bool]]) -> Path:
