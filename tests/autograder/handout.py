@@ -9,8 +9,10 @@
 - ``report/answers/*.md`` keep their question (the title, ``>`` quotes, a paragraph or heading with
   "Question") and lose the answer; ``<!-- BEGIN SOLUTION -->``/``<!-- END SOLUTION -->`` mark the
   answer explicitly when the heuristic does not fit.
-- Left out: the hidden reference (``tests/reference/``), the graded tests (``tests/graded/``), the
-  autograder itself and its tests, and everything git ignores (data, runs, checkpoints, grades).
+- Left out: every test but the public ones (``tests/public/``: interfaces, shapes, a smoke step, no
+  oracle) — so the hidden reference, the graded tests, the autograder and this repository's own tests
+  with their brute-force oracles —, the CI script, and everything git ignores (data, runs, checkpoints,
+  grades). The README is the students' own (``starter_readme.md``), not this repository's.
 
 Every stubbed file is checked to parse; unbalanced or nested markers stop the tool with the file and line.
 """
@@ -30,7 +32,9 @@ from pathlib import Path
 from .points import QUESTION_BY_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LEFT_OUT = ("tests/reference/", "tests/graded/", "tests/autograder/", "tests/conftest.py", "tests/test_autograder.py")
+KEPT_TESTS = "tests/public/"
+LEFT_OUT = ("tests/", ".ci/")  # but KEPT_TESTS
+STARTER_README = Path(__file__).resolve().parent / "starter_readme.md"
 # Used only where git is unavailable: what .gitignore keeps out of the repository.
 IGNORED_PARTS = {".git", "__pycache__", ".pytest_cache", "data", "runs", "checkpoints", "grades", ".ipynb_checkpoints"}
 ANSWERS_DIR = "report/answers/"
@@ -213,110 +217,6 @@ def stub_python(text: str, relpath: str) -> tuple[str, list[str]]:
     return result, sorted(stubbed)
 
 
-# --------------------------------------------------------------------------- placing the markers
-# What students write, per question: a function listed here loses its body (signature and docstring stay),
-# a class loses every method body. `--insert-markers` writes these markers once the files are final.
-SOLUTION_REGIONS: tuple[tuple[str, str], ...] = (
-    ("exercise1/q1_numpy_mlp.py", "forward"),
-    ("exercise1/q1_numpy_mlp.py", "cross_entropy"),
-    ("exercise1/q1_numpy_mlp.py", "backward"),
-    ("exercise1/q1_numpy_mlp.py", "sgd_momentum_step"),
-    ("exercise1/q2_module_mlp.py", "Net.__init__"),
-    ("exercise1/q2_module_mlp.py", "Net.forward"),
-    ("exercise1/q3_summaries.py", "main"),
-    ("exercise1/q4_resnet.py", "BasicBlock"),
-    ("exercise1/q4_resnet.py", "ResNet18"),
-    ("exercise1/q5_grid_search.py", "train_cell"),
-    ("exercise1/q5_grid_search.py", "write_outputs"),
-    ("utils/TripletLoss.py", "mine_batch_hard"),
-    ("utils/TripletLoss.py", "mine_batch_all"),
-    ("utils/TripletLoss.py", "mine_semi_hard"),
-    ("utils/TripletLoss.py", "triplet_margin_terms"),
-    ("utils/TripletLoss.py", "triplet_loss"),
-    ("utils/TripletLoss.py", "TripletLoss.forward"),
-    ("utils/RandomSampler.py", "RandomIdentitySampler.__len__"),
-    ("utils/RandomSampler.py", "RandomIdentitySampler.__iter__"),
-    ("data.py", "Market1501.__init__"),
-    ("data.py", "Market1501.get_id"),
-    ("data.py", "Market1501.get_camera"),
-    ("data.py", "Market1501.__getitem__"),
-    ("network.py", "ReIDNet.__init__"),
-    ("network.py", "ReIDNet.forward"),
-    ("loss.py", "ReIDLoss.forward"),
-    ("utils/metrics.py", "find_true_matches"),
-    ("utils/metrics.py", "rank_true_matches"),
-    ("utils/metrics.py", "compute_cmc_map"),
-    ("main.py", "extract_features"),
-    ("main.py", "evaluate"),
-    ("main.py", "train"),
-    ("evaluation_tp.py", "load_reid_checkpoint"),
-)
-
-
-def _definitions_by_name(tree: ast.AST) -> dict[str, ast.AST]:
-    found = {}
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found[prefix + child.name] = child
-                visit(child, prefix + child.name + ".")
-
-    visit(tree, "")
-    return found
-
-
-def insert_markers(path: Path, qualnames: list[str], relpath: str) -> list[str]:
-    """Put BEGIN/END SOLUTION around each named function's body (after its docstring) or whole class.
-
-    Names already inside a marked region are left alone, so running it twice changes nothing.
-    Returns the names marked now.
-    """
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    existing = find_regions(lines, relpath)
-    definitions = _definitions_by_name(ast.parse(text))
-    insertions = []  # (line index to insert before, marker line)
-    marked = []
-    for qualname in qualnames:
-        node = definitions.get(qualname)
-        if node is None:
-            raise HandoutError(f"{relpath}: no function or class named {qualname}")
-        if any(region.begin < node.lineno <= region.end or node.lineno < region.begin < node.end_lineno
-               for region in existing):
-            continue
-        if isinstance(node, ast.ClassDef):
-            first, last = _start_line(node), node.end_lineno
-            indent = _indent_of(lines[node.lineno - 1])
-        else:
-            body = node.body[1:] if _has_docstring(node) else node.body
-            if not body:
-                continue
-            first, last = _start_line(body[0]), node.end_lineno
-            indent = _indent_of(lines[body[0].lineno - 1])
-        insertions += [(first - 1, f"{indent}# BEGIN SOLUTION\n"), (last, f"{indent}# END SOLUTION\n")]
-        marked.append(qualname)
-    for index, marker in sorted(insertions, key=lambda pair: pair[0], reverse=True):
-        lines.insert(index, marker)
-    if marked:
-        result = "".join(lines)
-        stub_python(result, relpath)  # the markers must give a valid handout
-        path.write_text(result)
-    return marked
-
-
-def insert_all_markers(root: Path = REPO_ROOT) -> dict[str, list[str]]:
-    """Mark every region of ``SOLUTION_REGIONS`` under ``root`` (files that do not exist are skipped)."""
-    by_file: dict[str, list[str]] = {}
-    for relpath, qualname in SOLUTION_REGIONS:
-        by_file.setdefault(relpath, []).append(qualname)
-    done = {}
-    for relpath, qualnames in by_file.items():
-        if (root / relpath).is_file():
-            done[relpath] = insert_markers(root / relpath, qualnames, relpath)
-    return done
-
-
 # --------------------------------------------------------------------------- report answers
 def question_only(text: str, relpath: str) -> str:
     """The answer file reduced to its question, followed by a placeholder for the student's answer."""
@@ -379,6 +279,8 @@ def repository_files(root: Path) -> list[str]:
 
 
 def left_out(relpath: str) -> bool:
+    if relpath.startswith(KEPT_TESTS):
+        return False
     return any(relpath == entry or relpath.startswith(entry) for entry in LEFT_OUT)
 
 
@@ -394,7 +296,9 @@ def write_handout(out: Path, root: Path = REPO_ROOT) -> dict[str, list[str]]:
             report["left_out"].append(relpath)
             continue
         source = root / relpath
-        if relpath.endswith(".py"):
+        if relpath == "README.md":
+            planned.append((relpath, STARTER_README.read_text()))
+        elif relpath.endswith(".py"):
             text, names = stub_python(source.read_text(), relpath)
             report["stubbed"] += [f"{relpath}: {name}" for name in names]
             planned.append((relpath, text))
@@ -418,19 +322,9 @@ def write_handout(out: Path, root: Path = REPO_ROOT) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", help="folder to write the handout into (new or empty)")
-    parser.add_argument("--insert-markers", action="store_true",
-                        help="first put the BEGIN/END SOLUTION markers of SOLUTION_REGIONS into this repository "
-                             "(once the solution files are final; regions already marked are left alone)")
+    parser.add_argument("out", help="folder to write the handout into (new or empty)")
     args = parser.parse_args(argv)
-    if args.out is None and not args.insert_markers:
-        parser.error("give OUT, --insert-markers, or both")
     try:
-        if args.insert_markers:
-            for relpath, names in insert_all_markers().items():
-                print(f"{relpath}: marked {', '.join(names) if names else 'nothing new'}")
-        if args.out is None:
-            return
         report = write_handout(Path(args.out))
     except HandoutError as error:
         raise SystemExit(f"error: {error}") from None
@@ -438,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Stubbed ({len(report['stubbed'])}):" + "".join(f"\n  {entry}" for entry in report["stubbed"]))
     print(f"Answers reduced to their questions ({len(report['answers'])}):"
           + "".join(f"\n  {entry}" for entry in report["answers"]))
-    print(f"Left out ({len(report['left_out'])} files): " + ", ".join(LEFT_OUT))
+    print(f"Left out: {len(report['left_out'])} files (tests other than {KEPT_TESTS}, .ci/)")
     if not report["stubbed"]:
         print("warning: no BEGIN/END SOLUTION markers found: the handout holds the full solution", file=sys.stderr)
 

@@ -1,72 +1,63 @@
-"""One line telling a student why a graded test gave 0."""
+"""The one line a student reads when a graded check gives 0: always the grader's own words.
+
+Text produced by student code (an exception message) appears only as the exception's type and a short,
+sanitised first line; everything else (what was called, on which input, expected vs got) is written here
+or in the graded tests, which format numbers only.
+"""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-from .loader import SubmissionError, is_under
-
 MAX_REASON_CHARS = 300
+STUDENT_LINE_CHARS = 100
+STUB_LABEL = re.compile(r"^Ex[12] Q[1-7]: [A-Za-z_][\w.]{0,60}$")
+IDENTIFIER = re.compile(r"^[A-Za-z_]\w{0,59}$")
+WHERE = re.compile(r"^[\w./-]{1,120}\.py:\d{1,7}$")
 TIMEOUT_PATTERN = re.compile(r"Timeout \(?>?\s*([\d.]+)\s*s\)?")
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """``error`` and its causes/contexts, outermost first."""
-    seen: list[BaseException] = []
-    while error is not None and error not in seen:
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    return seen
+def clean(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _clean(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+def sanitise(text: Any, limit: int = STUDENT_LINE_CHARS) -> str:
+    """A student-produced line made harmless: printable ASCII, no paths of the grading machine, short."""
+    line = str(text).splitlines()[0] if str(text).strip() else ""
+    line = "".join(char if 32 <= ord(char) < 127 else "?" for char in line)
+    line = re.sub(r"(/[^\s/:'\"]+){2,}", "<path>", line)
+    return clean(line, limit)
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
+def probe_reason(record: dict[str, Any], limits: Any) -> str:
+    """The reason for a failed probe, from the child's failure record (which is untrusted data)."""
+    kind = record.get("kind")
+    error_type = str(record.get("type", ""))
+    error_type = error_type if IDENTIFIER.match(error_type) else "an exception"
+    where = str(record.get("where", ""))
+    at = f" (at {where})" if WHERE.match(where) else ""
+    if kind == "not_implemented":
+        label = str(record.get("line", "")).strip()
+        return f"not implemented ({label})" if STUB_LABEL.match(label) else "not implemented" + at
+    if kind == "memory":
+        return f"stopped: memory limit {limits.memory_text}" + at
+    if kind == "setup":
+        return f"a handed-out file failed to import ({error_type}): the grader's setup, not your code"
+    line = sanitise(record.get("line", ""))
+    return clean(f"raised {error_type}" + (f": {line}" if line else "") + at)
 
 
-def _location(excinfo: Any, submission_root: Path) -> str:
-    """``file:line`` of the innermost traceback frame in the submission's own code (not its tests)."""
-    tests_dir = submission_root / "tests"
-    for entry in reversed(list(excinfo.traceback)):
-        path = Path(str(entry.path))
-        if is_under(path, submission_root) and not is_under(path, tests_dir):
-            return f"{path.resolve().relative_to(submission_root)}:{entry.lineno + 1}"
-    return ""
-
-
-def reason_for(excinfo: Any, submission_root: Path) -> str:
-    """The one-line reason for a failure, from pytest's ``ExceptionInfo``.
-
-    Order: a timeout, then "not implemented" (a ``NotImplementedError`` anywhere in the chain or named
-    in the message, as the handout's stubs raise), then the grader's own messages (missing file, failed
-    import, failed check), then any other exception with the submission line that raised it.
-    """
+def reason_for(excinfo: Any) -> str:
+    """The reason for a failed graded test, from pytest's ``ExceptionInfo`` (parent-side code only)."""
     error = excinfo.value
-    message = _first_line(error)
-    timeout = TIMEOUT_PATTERN.search(message) if type(error).__name__ == "Failed" else None
+    name = type(error).__name__
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    timeout = TIMEOUT_PATTERN.search(message) if name == "Failed" else None
     if timeout:
-        return _clean(f"timed out after {float(timeout.group(1)):g} s (a loop that never ends, or far too slow "
-                      "for a tiny input)")
-    for link in _chain(error):
-        if isinstance(link, NotImplementedError):
-            detail = _first_line(link)
-            return _clean(f"not implemented ({detail})" if detail else "not implemented")
-    if "NotImplementedError" in str(error):
-        detail = str(error).split("NotImplementedError", 1)[1].lstrip(":( ").splitlines()[0].rstrip(")'\" ")
-        return _clean(f"not implemented ({detail})" if detail else "not implemented")
-    if isinstance(error, SubmissionError):
-        return _clean(message)
-    if isinstance(error, AssertionError):
-        return _clean(message or "a check failed")
-    if type(error).__name__ in ("Failed", "Skipped"):
-        return _clean(message)
-    where = _location(excinfo, submission_root)
-    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return _clean(f"raised {text}" + (f" (at {where})" if where else ""))
+        return clean(f"timed out after {float(timeout.group(1)):g} s while checking the answers")
+    if isinstance(error, AssertionError) or name in ("Failed", "Skipped"):
+        return clean(message or "a check failed")
+    # An exception in the grader's own comparison code: the answer had a shape or type it did not expect.
+    return clean(f"the answer could not be checked ({name}): its type or shape is not the one asked for")
