@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                              f"({str(error).splitlines()[0][:120]})") from None
 
     # purge_step: a resumed run's TensorBoard curves show each epoch once.
-    run = RunLogger(args.runs_dir, SCRIPT, args.run_name, vars(args), purge_step=start_epoch)
+    run = RunLogger(args.runs_dir, SCRIPT, args.run_name, vars(args), purge_step=start_epoch,
+                    stop_on_divergence=True)
     checkpoint_path = checkpoint_path_for(args, SCRIPT, run.run_name)
     run.save(data=data.describe())
     stem = f" ({args.stem} stem)" if args.arch == "resnet18" else ""

@@ -6,7 +6,7 @@ No training loop lives here: each question's script holds its own (Exercise 1: `
 - ``RunLogger``: the run folder ``runs/<script>/<run>/`` (unique, locked while the run lives), TensorBoard
   summaries and ``metrics.json`` (strict JSON, rewritten atomically after each epoch);
 - checkpoints: folders checked writable before the first step, saves that fail in one line;
-- a non-finite training loss ends the run in one line, the run marked ``diverged``.
+- a non-finite loss ends the run in one line, the run marked ``diverged``.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class RunLogger:
         tensorboard: also write TensorBoard summaries (False: ``metrics.json`` only).
         purge_step: TensorBoard hides earlier points at this step and after (a resumed run's next epoch),
             so a resumed run shows each step once.
-        stop_on_divergence: ``log_epoch`` ends the run when ``Loss/train`` is not finite (``stop_if_diverged``).
+        stop_on_divergence: ``log_epoch`` ends the run when a loss is not finite (``stop_if_diverged``).
     """
 
     def __init__(self, runs_dir: str | Path, script: str, run_name: str | None, config: dict[str, Any],
@@ -302,20 +302,21 @@ class RunLogger:
             self.stop_if_diverged(epoch, scalars)
 
     def stop_if_diverged(self, epoch: int, scalars: dict[str, float]) -> None:
-        """End the run in one line (exit status 1) when ``scalars["Loss/train"]`` is NaN or infinite.
+        """End the run in one line (exit status 1) when a loss of ``scalars`` (``Loss/...``) is NaN or infinite.
 
-        The epoch's row goes to ``metrics.json`` (non-finite values as ``null``) with ``"status": "diverged"``;
-        nothing else is saved, so the last checkpoint is the last finite epoch's.
+        The epoch's row goes to ``metrics.json`` (non-finite values as ``null``) with ``"status": "diverged"``.
         """
-        loss = scalars.get("Loss/train")
-        if loss is None or math.isfinite(loss):
+        losses = {tag: value for tag, value in scalars.items() if tag.startswith("Loss/")}
+        bad = {tag: value for tag, value in losses.items() if not math.isfinite(value)}
+        if not bad:
             return
         if not self.history or self.history[-1]["epoch"] != epoch:
             self.history = [row for row in self.history if row["epoch"] < epoch] + [{"epoch": epoch, **scalars}]
         self.save(status="diverged", diverged_epoch=epoch)
         self.close()
-        raise SystemExit(f"error: epoch {epoch}: the training loss is {loss}, training diverged (try a smaller "
-                         f"--lr); {self.directory / 'metrics.json'} marks the run as diverged")
+        tag, value = next(iter(bad.items()))
+        raise SystemExit(f"error: epoch {epoch}: {tag} is {value}, training diverged (try a smaller --lr); "
+                         f"{self.directory / 'metrics.json'} marks the run as diverged")
 
     def save(self, **extra: Any) -> None:
         """Rewrite ``metrics.json``; ``extra`` entries are kept for the later saves too. A failed write ends
