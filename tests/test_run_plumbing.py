@@ -173,6 +173,18 @@ def test_a_diverged_run_stops_in_one_line_and_is_marked(script, tiny, monkeypatc
         assert not (tiny["root"] / "ckpt" / "q4_resnet" / "nan.pt").exists()  # NaN weights are not saved
 
 
+def test_the_report_marks_a_diverged_run(tiny, monkeypatch, capsys):
+    from report import build
+
+    monkeypatch.setattr(q2_module_mlp, "train", lambda *args: (math.inf, 0.1))
+    one_line_exit(q2_module_mlp.main, [*tiny["flags"], "--run-name", "nan", "--dry-run"])
+    build.main(["--runs", str(tiny["root"] / "runs"), "--out", str(tiny["root"] / "report")])
+    text = (tiny["root"] / "report" / "report.md").read_text()
+    q2_section = text.split("### Q2 ", 1)[1].split("\n### ", 1)[0]
+    assert "**This run diverged** (a loss became NaN or infinite in epoch 1" in q2_section
+    assert "| `nan` (dry run) (diverged) |" in text.split("### Final accuracies", 1)[1]
+
+
 def test_a_real_divergence_exits_non_zero(tiny):
     result = subprocess.run([sys.executable, "exercise1/q2_module_mlp.py", *tiny["flags"], "--lr", "1e38",
                              "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=240,
@@ -215,7 +227,8 @@ def test_q4_resume_refuses_a_foreign_checkpoint_in_one_line(content, tiny):
         torch.save({"epoch": 3, "model": {"FC1.weight": torch.zeros(2)}, "optimizer": {}, "scheduler": {},
                     "config": {"num_classes": 751, "backbone": "resnet50"}}, path)
     else:
-        q4_resnet.main([*tiny["flags"], "--run-name", "r", "--dry-run", "--stem", "cifar"])
+        torch.save({"epoch": 1, "model": {}, "optimizer": {}, "scheduler": {},
+                    "config": {"script": "q4_resnet", "arch": "resnet18", "stem": "cifar"}}, path)
     message = one_line_exit(q4_resnet.main, [*tiny["flags"], "--run-name", "r", "--dry-run", "--resume",
                                              "--epochs", "2"])
     assert str(path) in message
