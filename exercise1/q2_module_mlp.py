@@ -1,7 +1,10 @@
 """Exercise 1 Q2: the Q1 network as a PyTorch ``nn.Module``, trained by autograd and ``optim.SGD``.
 
-Same model (784-128-10, sigmoid hidden layer), same loss (softmax cross-entropy) and same optimiser
-settings as the NumPy script of Q1: PyTorch computes the backward pass that Q1 writes by hand.
+Same model (784-128-10, sigmoid hidden layer), same loss (softmax cross-entropy), same optimiser settings,
+same initial weights and same batches as the NumPy script of Q1: PyTorch computes the backward pass that
+Q1 writes by hand, and the two scripts print the same curves (up to float32 rounding).
+
+``train`` and ``test`` are the TP's loops; Q3 adds summaries around them and Q4 trains ResNet-18 with them.
 
 Run: ``python exercise1/q2_module_mlp.py [--epochs 10]``
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -18,23 +22,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
-from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES,
-    EpochStats,
-    RunLogger,
-    add_training_arguments,
-    evaluate_classifier,
-    parse_training_args,
-    train_one_epoch,
-)
+from utils.mnist import add_mnist_arguments, mnist_loaders, prepare_mnist_run  # noqa: E402
+from utils.training import DRY_RUN_BATCHES, RunLogger, add_training_arguments, parse_training_args  # noqa: E402
 
 
 class Net(nn.Module):
     """784-128-10 MLP: ``FC1`` + sigmoid, then ``FC2`` giving the 10 class logits.
 
     Accepts ``(N, 1, 28, 28)`` images or ``(N, 784)`` vectors. The softmax lives in the loss
-    (``nn.CrossEntropyLoss``), which is both cheaper and numerically safer.
+    (``F.cross_entropy``), which is both cheaper and numerically safer.
     """
 
     def __init__(self):
@@ -51,17 +47,46 @@ class Net(nn.Module):
         # END SOLUTION
 
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-          batch_size: int, generator: torch.Generator, max_batches: int | None = None) -> EpochStats:
-    """One epoch of minibatch SGD on ``images`` ``(N, 1, 28, 28)``; returns mean loss and accuracy."""
-    return train_one_epoch(model, optimizer, images, labels, batch_size=batch_size, generator=generator,
-                           loss_fn=nn.CrossEntropyLoss(), max_batches=max_batches)
+# BEGIN SOLUTION
+def train(model: nn.Module, device: torch.device, train_loader, optimizer: torch.optim.Optimizer,
+          scheduler=None) -> tuple[float, float]:
+    """One epoch over ``train_loader``, an iterable of ``(images, labels)`` batches.
+
+    ``scheduler`` (optional) steps after every batch. Returns the epoch's mean loss per sample and its
+    accuracy in [0, 1], both from the predictions made before each step.
+    """
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in train_loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        output = model(images)
+        loss = F.cross_entropy(output, labels)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.item() * len(labels)
+        correct += (output.argmax(dim=1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+# END SOLUTION
 
 
-def test(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-         max_batches: int | None = None) -> EpochStats:
-    """Mean cross-entropy and accuracy on a held-out set, without gradients."""
-    return evaluate_classifier(model, images, labels, loss_fn=F.cross_entropy, max_batches=max_batches)
+# BEGIN SOLUTION
+def test(model: nn.Module, device: torch.device, test_loader) -> tuple[float, float]:
+    """Mean cross-entropy per sample and accuracy in [0, 1] on ``test_loader``, without gradients."""
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            images, labels = images.to(device), labels.to(device)
+            output = model(images)
+            total_loss += F.cross_entropy(output, labels, reduction="sum").item()
+            correct += (output.argmax(dim=1) == labels).sum().item()
+            seen += len(labels)
+    return total_loss / seen, correct / seen
+# END SOLUTION
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,28 +96,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_training_args(parser, argv)
 
 
-def main(argv: list[str] | None = None) -> EpochStats:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    device, data = prepare_mnist_run(args)
+    device, data = prepare_mnist_run(args, validation=True)
+    loaders = mnist_loaders(data, args.batch_size, seed=args.seed,
+                            max_batches=DRY_RUN_BATCHES if args.dry_run else None)
 
-    model = Net().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
-                                momentum=args.momentum)
-    generator = torch.Generator().manual_seed(args.seed)
-    max_batches = DRY_RUN_BATCHES if args.dry_run else None
+    model = Net().to(device)  # right after seeding: the initial weights of Q1's init_params(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
     # Q2 prints its curves; it keeps them in metrics.json (no TensorBoard yet: that is Q3) for the report.
-    logger = RunLogger(args.runs_dir, "q2_module_mlp", args.run_name, vars(args), tensorboard=False)
+    run = RunLogger(args.runs_dir, "q2_module_mlp", args.run_name, vars(args), tensorboard=False,
+                    stop_on_divergence=True)
+    run.save(data=data.describe())
+    metrics: dict[str, float] = {}
     for epoch in range(1, args.epochs + 1):
-        train_stats = train(model, optimizer, data.train_images, data.train_labels, args.batch_size, generator,
-                            max_batches)
-        test_stats = test(model, data.test_images, data.test_labels, max_batches)
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_stats.loss:.4f} acc "
-              f"{100 * train_stats.accuracy:6.2f}%  test loss {test_stats.loss:.4f} acc "
-              f"{100 * test_stats.accuracy:6.2f}%", flush=True)
-        logger.log_epoch(epoch, {"Loss/train": train_stats.loss, "Accuracy/train": train_stats.accuracy,
-                                 "Loss/test": test_stats.loss, "Accuracy/test": test_stats.accuracy})
-    logger.save(data=data.source)
-    return test_stats
+        started = time.perf_counter()
+        train_loss, train_accuracy = train(model, device, loaders.train, optimizer)
+        seconds = time.perf_counter() - started
+        test_loss, test_accuracy = test(model, device, loaders.test)
+        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_accuracy:6.2f}%"
+              f"  test loss {test_loss:.4f} acc {100 * test_accuracy:6.2f}%", flush=True)
+        metrics = {"Loss/train": train_loss, "Accuracy/train": train_accuracy,
+                   "Loss/test": test_loss, "Accuracy/test": test_accuracy, "Time/train_epoch_s": seconds}
+        run.log_epoch(epoch, metrics)
+    run.close()
+    return metrics
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@
 
 Every cell trains the Q4 network (``build_model``, same ``--arch``/``--stem``) from the same initial
 weights and batch order, in the TP's setting: plain SGD with momentum 0.9 at the cell's constant
-learning rate, weight decay and batch size; no scheduler, no augmentation; through the shared
-``fit_classifier`` loop. A cell whose training loss turns NaN/inf stops at that batch and is recorded
-as ``diverged`` with the test accuracy of the model it stopped with (chance level). So is a cell whose
+learning rate, weight decay and batch size; no scheduler, no augmentation; with Q2's ``train`` and
+``test``. A cell whose epoch training loss is NaN/inf stops after that epoch and is recorded as
+``diverged`` with the test accuracy of the model it stopped with (chance level). So is a cell whose
 test loss is NaN/inf at the end, or whose last-epoch training loss is above ln 10 (a uniform guess's):
 batch norm often keeps lambda = 1.0 from overflowing, and the loss then just stays above chance. A cell
 whose training raises is recorded as ``failed``. The grid goes on either way.
@@ -54,22 +54,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from exercise1.q2_module_mlp import test, train  # noqa: E402
 from exercise1.q4_resnet import STEMS, build_model  # noqa: E402
 from utils.grid import CellOutcome, GridStudy, TableCell, best_cells, cell_text, format_grid_csv  # noqa: E402
 from utils.grid import format_grid_markdown, open_storage  # noqa: E402
 from utils.io import write_json_atomic, write_text_atomic  # noqa: E402
-from utils.mnist import MnistData, add_mnist_arguments, mnist_from_args  # noqa: E402
+from utils.mnist import MnistData, add_mnist_arguments, mnist_from_args, mnist_loaders  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES,
     RunLogger,
     configure_cpu_threads,
-    evaluate_classifier,
-    fit_classifier,
     progress_disabled,
     resolve_device,
     seed_everything,
@@ -151,21 +149,6 @@ def study_name(table: GridTable, settings: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- one cell
-class LossDiverged(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-
-def cross_entropy_or_stop(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy that stops the cell at the first NaN/inf batch loss.
-
-    The check adds no device sync: ``train_one_epoch`` already reads every batch loss with ``.item()``.
-    """
-    loss = F.cross_entropy(logits, targets)
-    if not torch.isfinite(loss):
-        raise LossDiverged(f"training loss became {loss.item()}")
-    return loss
-
-
 def worse_than_guessing(train_loss: float, num_classes: int = 10) -> bool:
     """Whether a mean training loss is above a uniform guess's, ln(num_classes).
 
@@ -197,22 +180,22 @@ def train_cell(params: dict[str, Any], table: GridTable, settings: GridSettings,
     max_batches = DRY_RUN_BATCHES if settings.dry_run else None
     print(f"{table.key} {name}: training", flush=True)
     started, cpu_started = time.perf_counter(), time.process_time()
-    try:
-        metrics = fit_classifier(
-            model, optimizer, data.train_images, data.train_labels, data.test_images, data.test_labels,
-            epochs=settings.epochs, batch_size=int(hyperparameters["batch_size"]), seed=settings.seed,
-            logger=logger, loss_fn=cross_entropy_or_stop, max_batches=max_batches,
-        )
-        divergence = None
-        # The last update can blow the weights up after the last loss was read: the test loss shows it.
-        if not math.isfinite(metrics["Loss/test"]):
-            divergence = "non-finite test loss"
-        elif worse_than_guessing(metrics["Loss/train"]) and not settings.dry_run:  # 2 batches cannot tell
-            divergence = f"last-epoch training loss {metrics['Loss/train']:.2f} > ln 10"
-    except LossDiverged as error:
-        divergence = f"{error} in epoch {len(logger.history) + 1}"
-        test = evaluate_classifier(model, data.test_images, data.test_labels, max_batches=max_batches)
-        metrics = {"Accuracy/test": test.accuracy, "Loss/test": test.loss}
+    loaders = mnist_loaders(data, int(hyperparameters["batch_size"]), seed=settings.seed, max_batches=max_batches)
+    divergence = None
+    for epoch in range(1, settings.epochs + 1):
+        train_loss, train_accuracy = train(model, device, loaders.train, optimizer)
+        test_loss, test_accuracy = test(model, device, loaders.test)
+        metrics = {"Loss/train": train_loss, "Accuracy/train": train_accuracy,
+                   "Loss/test": test_loss, "Accuracy/test": test_accuracy}
+        logger.log_epoch(epoch, metrics)
+        if not math.isfinite(train_loss):
+            divergence = f"training loss became {train_loss} in epoch {epoch}"
+            break
+    # The last update can blow the weights up after the last loss was read: the test loss shows it.
+    if divergence is None and not math.isfinite(metrics["Loss/test"]):
+        divergence = "non-finite test loss"
+    elif divergence is None and worse_than_guessing(metrics["Loss/train"]) and not settings.dry_run:
+        divergence = f"last-epoch training loss {metrics['Loss/train']:.2f} > ln 10"  # 2 batches cannot tell
     diverged = divergence is not None
     if diverged:
         print(f"{table.key} {name}: diverged ({divergence})", flush=True)

@@ -2,7 +2,8 @@
 
 Layout read (written by ``utils.training.RunLogger`` and the scripts): ``runs/<script>/<run>/`` holding
 TensorBoard event files, ``metrics.json`` (``config``, ``history`` one row per epoch, ``final``),
-``results.json``, other JSON files (``statistics.json``), CSV tables and PNG figures. A file that is
+``results.json``, other JSON files (``statistics.json``), CSV tables and PNG figures. A run stopped by a
+NaN/infinite loss says so in ``metrics.json`` (``"status": "diverged"``, ``"diverged_epoch"``). A file that is
 corrupt, truncated or not of a kind the report reads is named in one notice line and skipped: the
 report is built from what remains.
 """
@@ -159,6 +160,14 @@ class Run:
         """Whether the run was a ``--dry-run`` (a code check, not a result)."""
         flags = [self.config.get("dry_run"), (self.results or {}).get("dry_run")]
         return any(flag is True for flag in flags) or any(child.dry_run for child in self.children)
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        """The epoch whose loss became NaN/inf when the run stopped on it (``"status": "diverged"``), else None."""
+        if (self.metrics or {}).get("status") != "diverged":
+            return None
+        epoch = self.metrics.get("diverged_epoch")
+        return epoch if is_number(epoch) else 0
 
     @property
     def final(self) -> dict[str, Any]:

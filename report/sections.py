@@ -184,7 +184,16 @@ def run_line(run: Run) -> str:
     line = "".join(parts) + ")."
     if run.dry_run:
         line += f" This is a {DRY_RUN_WARNING}."
+    if run.diverged_epoch is not None:
+        line += f" {diverged_warning(run)}."
     return line + "\n"
+
+
+def diverged_warning(run: Run) -> str:
+    """What the report says of a run stopped by a NaN/infinite loss."""
+    epoch = f" in epoch {run.diverged_epoch}" if run.diverged_epoch else ""
+    return (f"**This run diverged** (a loss became NaN or infinite{epoch} and the run stopped): its numbers are "
+            f"not results")
 
 
 def flatten_numbers(content: Any, prefix: str = "", skip: Sequence[str] = ("config",)) -> list[tuple[str, Any]]:
@@ -221,8 +230,8 @@ def final_value(run: Run, tag: str) -> Any:
 
 
 def classification_figure(ctx: BuildContext, section: Section, run: Run, title: str) -> str:
-    """Train/test loss and accuracy curves of a classification run (events first, else ``metrics.json``)."""
-    tags = ("Loss/train", "Loss/test", "Accuracy/train", "Accuracy/test")
+    """Train/validation/test loss and accuracy curves of a classification run (events first, else ``metrics.json``)."""
+    tags = ("Loss/train", "Loss/val", "Loss/test", "Accuracy/train", "Accuracy/val", "Accuracy/test")
     curves = series_of(run, tags)
     if not curves:
         return "> The run logged no loss or accuracy curve.\n"
@@ -372,9 +381,11 @@ def is_resnet18(run: Run) -> bool:
 
 
 def final_line(run: Run) -> str:
+    validation = final_value(run, "Accuracy/val")
+    validation = f", validation accuracy {percent(validation)} %" if is_number(validation) else ""
     return (f"Final epoch: train loss {decimal(final_value(run, 'Loss/train'))}, train accuracy "
-            f"{percent(final_value(run, 'Accuracy/train'))} %, test loss {decimal(final_value(run, 'Loss/test'))}, "
-            f"**test accuracy {percent(final_value(run, 'Accuracy/test'))} %**.\n")
+            f"{percent(final_value(run, 'Accuracy/train'))} %{validation}, test loss "
+            f"{decimal(final_value(run, 'Loss/test'))}, **test accuracy {percent(final_value(run, 'Accuracy/test'))} %**.\n")
 
 
 def render_ex1_q1(ctx: BuildContext, section: Section) -> str:
@@ -459,7 +470,8 @@ def render_ex1_summary(ctx: BuildContext, section: Section) -> str:
             rows.append((question, f"not run: `{command.for_runs(ctx.runs_flag_value)}`", "-", "-", "-", "-", "-"))
             continue
         epochs = max((row["epoch"] for row in run.history), default="-")
-        name = f"`{run.name}`" + (" (dry run)" if run.dry_run else "")
+        name = f"`{run.name}`" + (" (dry run)" if run.dry_run else "") + (
+            " (diverged)" if run.diverged_epoch is not None else "")
         rows.append((question, name, epochs, percent(final_value(run, "Accuracy/train")),
                      percent(final_value(run, "Accuracy/test")), decimal(final_value(run, "Loss/test")),
                      decimal(final_value(run, "Time/train_epoch_s"), 2)))

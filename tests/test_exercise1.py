@@ -1,9 +1,9 @@
-"""Exercise 1: NumPy MLP gradients, the nn.Module MLP, the hand-written ResNet-18, summaries, resume, data."""
+"""Exercise 1: NumPy MLP gradients, Q1 = Q2, the TP's train/test loops, summaries, the hand-written ResNet-18."""
 
 from __future__ import annotations
 
 import json
-import struct
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +15,15 @@ import torchvision
 from torch import nn
 
 from exercise1 import q1_numpy_mlp, q2_module_mlp, q3_summaries, q4_resnet
-from utils.mnist import load_embedded_mnist, load_mnist
-from utils.training import fit_classifier
+from test_mnist_data import write_tiny_mnist
+from utils.mnist import OFFLINE_ENV, load_embedded_mnist
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv(OFFLINE_ENV, "1")
 
 
 # ----------------------------------------------------------------------------- Q1: NumPy MLP
@@ -84,15 +89,132 @@ def test_numpy_softmax_and_sigmoid_are_stable_for_extreme_inputs():
     np.testing.assert_allclose(q1_numpy_mlp.softmax(z), [[0.0, 0.0, 1.0]])
 
 
-# ----------------------------------------------------------------------------- Q2: nn.Module MLP
+# ----------------------------------------------------------------------------- Q1 = Q2
+def net_as_params(net: nn.Module) -> dict[str, np.ndarray]:
+    """Q2's weights in Q1's layout (W1 is FC1's weight transposed)."""
+    tensor = lambda value: value.detach().double().numpy()  # noqa: E731
+    return {"W1": tensor(net.FC1.weight).T, "b1": tensor(net.FC1.bias),
+            "W2": tensor(net.FC2.weight).T, "b2": tensor(net.FC2.bias)}
+
+
+def test_q1_and_q2_start_from_the_same_weights_and_stay_together_after_a_step():
+    torch.manual_seed(4)  # what Q2's main does before building Net
+    net = q2_module_mlp.Net()
+    params = q1_numpy_mlp.init_params(4)
+    for name, value in net_as_params(net).items():
+        np.testing.assert_array_equal(params[name], value)
+
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    loss, _ = q2_module_mlp.train(net, torch.device("cpu"), [(images, labels)], optimizer)
+    probs, cache = q1_numpy_mlp.forward(params, images.reshape(16, -1).double().numpy())
+    q1_numpy_mlp.sgd_momentum_step(params, q1_numpy_mlp.backward(params, cache, labels.numpy()), {}, 0.5, 0.9, 1e-3)
+    assert loss == pytest.approx(q1_numpy_mlp.cross_entropy(probs, labels.numpy()), rel=1e-6)
+    for name, value in net_as_params(net).items():
+        np.testing.assert_allclose(params[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_q1_and_q2_scripts_print_the_same_curves(tmp_path):
+    mnist = write_tiny_mnist(tmp_path / "mnist", n_train=300, n_test=40)
+    common = ["--data-root", str(mnist), "--runs-dir", str(tmp_path / "runs"), "--epochs", "3",
+              "--batch-size", "32", "--lr", "0.5", "--seed", "2", "--run-name", "r"]
+    q1_numpy_mlp.main(common)
+    q2_module_mlp.main(common)
+    histories = [json.loads((tmp_path / "runs" / script / "r" / "metrics.json").read_text())["history"]
+                 for script in ("q1_numpy_mlp", "q2_module_mlp")]
+    assert len(histories[0]) == len(histories[1]) == 3
+    for numpy_row, torch_row in zip(*histories):
+        for tag in ("Loss/train", "Loss/test"):
+            assert numpy_row[tag] == pytest.approx(torch_row[tag], rel=1e-4), tag
+        for tag in ("Accuracy/train", "Accuracy/test"):
+            assert numpy_row[tag] == pytest.approx(torch_row[tag], abs=1 / 250), tag
+    assert histories[0][-1]["Loss/train"] < histories[0][0]["Loss/train"]
+
+
+# ----------------------------------------------------------------------------- Q2: Net, train, test
 def test_net_has_the_tp_layers():
     net = q2_module_mlp.Net()
     assert isinstance(net.FC1, nn.Linear) and tuple(net.FC1.weight.shape) == (128, 784)
     assert isinstance(net.FC2, nn.Linear) and tuple(net.FC2.weight.shape) == (10, 128)
+    assert sum(p.numel() for p in net.parameters()) == 784 * 128 + 128 + 128 * 10 + 10
     x = torch.rand(5, 1, 28, 28)
     expected = net.FC2(torch.sigmoid(net.FC1(x.reshape(5, 784))))
     torch.testing.assert_close(net(x), expected)
     torch.testing.assert_close(net(x.reshape(5, 784)), expected)
+
+
+def test_train_is_one_epoch_of_steps_and_reports_per_sample_means():
+    torch.manual_seed(0)
+    net, reference = q2_module_mlp.Net(), q2_module_mlp.Net()
+    reference.load_state_dict(net.state_dict())
+    batches = [(torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))) for n in (5, 3, 8)]  # unequal sizes
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    loss, accuracy = q2_module_mlp.train(net, torch.device("cpu"), batches, optimizer, scheduler)
+
+    # Independent reference: plain gradient descent by hand, lr halved after every batch.
+    lr, losses, correct = 0.1, [], 0
+    for images, labels in batches:
+        output = reference(images)
+        batch_loss = nn.functional.cross_entropy(output, labels)
+        grads = torch.autograd.grad(batch_loss, list(reference.parameters()))
+        with torch.no_grad():
+            for weight, grad in zip(reference.parameters(), grads):
+                weight -= lr * grad
+        lr /= 2
+        losses.append(batch_loss.item() * len(labels))
+        correct += int((output.argmax(1) == labels).sum())
+    assert loss == pytest.approx(sum(losses) / 16, rel=1e-6) and accuracy == correct / 16
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 8)
+    for a, b in zip(net.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b)
+    assert net.training
+
+
+def test_test_is_the_mean_cross_entropy_and_accuracy_without_gradients():
+    torch.manual_seed(1)
+    net = q2_module_mlp.Net()
+    batches = [(torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))) for n in (4, 7)]
+    before = [p.clone() for p in net.parameters()]
+    loss, accuracy = q2_module_mlp.test(net, torch.device("cpu"), batches)
+    per_sample = [(-torch.log_softmax(net(x[i:i + 1]), 1)[0, y[i]].item(), int(net(x[i:i + 1]).argmax() == y[i]))
+                  for x, y in batches for i in range(len(y))]
+    assert loss == pytest.approx(sum(p[0] for p in per_sample) / 11, rel=1e-6)
+    assert accuracy == sum(p[1] for p in per_sample) / 11
+    assert not net.training and all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+# ----------------------------------------------------------------------------- Q3: summaries
+def test_q3_logs_exactly_what_train_and_test_return(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mnist = write_tiny_mnist(tmp_path / "mnist", n_train=120, n_test=40)
+    returned = {"train": [], "test": []}
+
+    def recording(name, function):
+        def wrapper(model, device, loader, *rest):
+            result = function(model, device, loader, *rest)
+            returned[name].append((result, sum(len(labels) for _, labels in loader)))
+            return result
+        return wrapper
+
+    monkeypatch.setattr(q3_summaries, "train", recording("train", q2_module_mlp.train))
+    monkeypatch.setattr(q3_summaries, "test", recording("test", q2_module_mlp.test))
+    q3_summaries.main(["--data-root", str(mnist), "--runs-dir", str(tmp_path / "runs"), "--run-name", "check",
+                       "--epochs", "2", "--batch-size", "16"])
+    run = tmp_path / "runs" / "q3_summaries" / "check"
+    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert len(returned["train"]) == 2 and len(returned["test"]) == 4  # validation and test, per epoch
+    test_calls = [call for call in returned["test"] if call[1] == 40]  # the official test split, all of it
+    assert len(test_calls) == 2
+    for tag, calls, position in (("Loss/train", returned["train"], 0), ("Accuracy/train", returned["train"], 1),
+                                 ("Loss/test", test_calls, 0), ("Accuracy/test", test_calls, 1)):
+        events = accumulator.Scalars(tag)
+        assert [event.step for event in events] == [1, 2]
+        assert [event.value for event in events] == pytest.approx([call[0][position] for call in calls], rel=1e-6)
+    assert {"Loss/val", "Accuracy/val"} <= set(accumulator.Tags()["scalars"])
+    assert all(size <= 100 for _, size in returned["train"])  # training images only (100 after validation)
 
 
 # ----------------------------------------------------------------------------- Q4: ResNet-18
@@ -129,17 +251,34 @@ def test_zero_init_residual_zeroes_what_torchvision_zeroes_and_blocks_start_as_i
     assert q4_resnet.build_model("resnet18", "imagenet").layer1[0].bn2.weight.all()
 
 
+def test_build_model_uses_the_module_level_resnet18(monkeypatch):
+    built = []
+
+    class Double(q4_resnet.ResNet18):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(q4_resnet, "ResNet18", Double)
+    assert isinstance(q4_resnet.build_model("resnet18", "cifar"), Double) and built[0]["stem"] == "cifar"
+
+
 def test_resnet18_rejects_unknown_stem():
     with pytest.raises(ValueError, match="stem"):
         q4_resnet.ResNet18(stem="huge")
 
 
-# ----------------------------------------------------------------------------- optimisation reduces the loss
-def tiny_digits(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_embedded_mnist()
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(data.train_labels), generator=generator)[:n]
-    return data.train_images[index], data.train_labels[index]
+def test_warmup_cosine_schedule_shape():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = q4_resnet.warmup_cosine_schedule(optimizer, total_steps=100, warmup_fraction=0.1)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.04) and rates[10] == pytest.approx(1.0)
+    assert rates[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 0.001
 
 
 @pytest.mark.parametrize("make_model, lr", [(q2_module_mlp.Net, 0.5),
@@ -147,85 +286,60 @@ def tiny_digits(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
                          ids=["Net", "ResNet18"])
 def test_a_few_steps_reduce_the_loss(make_model, lr):
     torch.manual_seed(0)
-    images, labels = tiny_digits()
+    data = load_embedded_mnist()
+    index = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))[:64]
+    images, labels = data.train_images[index], data.train_labels[index]
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    model.train()
-    losses = []
-    for _ in range(8):
-        loss = nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = [q2_module_mlp.train(model, torch.device("cpu"), [(images, labels)], optimizer)[0] for _ in range(12)]
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_numpy_mlp_steps_reduce_the_loss():
-    images, labels = tiny_digits()
-    X, y = images.reshape(len(labels), -1).double().numpy(), labels.numpy()
-    params, velocity = q1_numpy_mlp.init_params(0), {}
-    first = q1_numpy_mlp.cross_entropy(q1_numpy_mlp.forward(params, X)[0], y)
-    for _ in range(30):
-        _, cache = q1_numpy_mlp.forward(params, X)
-        q1_numpy_mlp.sgd_momentum_step(params, q1_numpy_mlp.backward(params, cache, y), velocity, 0.5, 0.9, 0.0)
-    assert q1_numpy_mlp.cross_entropy(q1_numpy_mlp.forward(params, X)[0], y) < 0.7 * first
-
-
-# ----------------------------------------------------------------------------- Q3: summaries
-def test_q3_writes_the_four_summaries(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    q3_summaries.main(["--dry-run", "--runs-dir", str(tmp_path), "--run-name", "check", "--epochs", "2"])
-    run = tmp_path / "q3_summaries" / "check"
-    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    tags = set(accumulator.Tags()["scalars"])
-    assert {"Loss/train", "Accuracy/train", "Loss/test", "Accuracy/test", "LearningRate"} <= tags
-    # Per iteration: two dry-run batches in each of the two epochs.
-    assert [event.step for event in accumulator.Scalars("Loss/train_step")] == [1, 2, 3, 4]
-    assert [event.step for event in accumulator.Scalars("Accuracy/test")] == [1, 2]
-    metrics = json.loads((run / "metrics.json").read_text())
-    logged = accumulator.Scalars("Accuracy/test")[-1].value
-    assert metrics["final"]["Accuracy/test"] == pytest.approx(logged, rel=1e-6)
-
-
-# ----------------------------------------------------------------------------- checkpoints and resume
-def test_resume_continues_at_the_next_epoch_with_identical_weights(tmp_path):
-    images, labels = tiny_digits(48)
-
-    def run(epochs: int, resume: bool, checkpoint: Path) -> nn.Module:
-        torch.manual_seed(0)
-        model = q2_module_mlp.Net()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
-        fit_classifier(model, optimizer, images, labels, images, labels, epochs=epochs, batch_size=16, seed=3,
-                       scheduler=scheduler, checkpoint_path=checkpoint, resume=resume, verbose=False)
-        return model
-
-    straight = run(3, False, tmp_path / "straight.pt")
-    run(2, False, tmp_path / "interrupted.pt")
-    state = torch.load(tmp_path / "interrupted.pt", weights_only=True)
-    assert state["epoch"] == 2
-    resumed = run(3, True, tmp_path / "interrupted.pt")
-    assert torch.load(tmp_path / "interrupted.pt", weights_only=True)["epoch"] == 3
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_q4_dry_run_as_a_script_and_resume(tmp_path):
-    common = [sys.executable, "exercise1/q4_resnet.py", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
-              "--checkpoint-dir", str(tmp_path / "ckpt"), "--run-name", "r"]
-    result = subprocess.run(common, cwd=REPO, capture_output=True, text=True, timeout=240)
+def test_q4_runs_as_a_script_trains_and_resumes(tmp_path):
+    mnist = write_tiny_mnist(tmp_path / "mnist", n_train=120, n_test=30)
+    common = ["--data-root", str(mnist), "--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir",
+              str(tmp_path / "ckpt"), "--run-name", "r", "--batch-size", "32"]
+    result = subprocess.run([sys.executable, "exercise1/q4_resnet.py", *common, "--epochs", "1"], cwd=REPO,
+                            capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert "Test accuracy" in result.stdout
+    assert "Test accuracy" in result.stdout and "30 test images" in result.stdout
     checkpoint = tmp_path / "ckpt" / "q4_resnet" / "r.pt"
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    metrics = q4_resnet.main(common[2:] + ["--epochs", "2", "--resume"])
+    final = q4_resnet.main(common + ["--epochs", "2", "--resume"])
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
-    history = json.loads((tmp_path / "runs" / "q4_resnet" / "r" / "metrics.json").read_text())["history"]
-    assert [row["epoch"] for row in history] == [1, 2]
-    assert set(metrics) >= {"Accuracy/test", "Loss/test"}
+    metrics = json.loads((tmp_path / "runs" / "q4_resnet" / "r" / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert metrics["final"]["Accuracy/test"] == final["Accuracy/test"] and 0 <= final["Accuracy/test"] <= 1
+
+
+def test_a_crash_after_an_epoch_loses_no_training_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    mnist = write_tiny_mnist(tmp_path / "mnist", n_train=90, n_test=10)
+
+    def run(name: str, *flags: str) -> dict:
+        return q4_resnet.main(["--data-root", str(mnist), "--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir",
+                               str(tmp_path / "ckpt"), "--run-name", name, "--batch-size", "24", "--seed", "3",
+                               "--epochs", "2", *flags])
+
+    def checkpoint(name: str) -> dict:
+        return torch.load(tmp_path / "ckpt" / "q4_resnet" / f"{name}.pt", weights_only=True)
+
+    run("straight")
+
+    def evaluation_fails(*args):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(q4_resnet, "test", evaluation_fails)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        run("interrupted")
+    assert checkpoint("interrupted")["epoch"] == 1  # saved before the evaluation that failed
+    history = json.loads((tmp_path / "runs" / "q4_resnet" / "interrupted" / "metrics.json").read_text())["history"]
+    assert history == []  # metrics.json is written after the checkpoint, never ahead of it
+    monkeypatch.setattr(q4_resnet, "test", q2_module_mlp.test)
+    run("interrupted", "--resume")
+    resumed, straight = checkpoint("interrupted"), checkpoint("straight")
+    assert resumed["epoch"] == 2
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
 
 
 def test_q4_trains_the_sibling_architectures(tmp_path):
@@ -236,65 +350,17 @@ def test_q4_trains_the_sibling_architectures(tmp_path):
     assert state["config"]["arch"] == "densenet"
 
 
-@pytest.mark.parametrize("script", [q1_numpy_mlp, q2_module_mlp], ids=["q1", "q2"])
-def test_scripts_dry_run(script, tmp_path):
+def test_q4_handles_a_last_batch_of_one_image(tmp_path):
+    # 310 digits: 259 train after validation = 2 x 129 + 1; a last batch of one would crash batch norm.
+    mnist = write_tiny_mnist(tmp_path / "mnist", n_train=310, n_test=10)
+    metrics = q4_resnet.main(["--data-root", str(mnist), "--batch-size", "129", "--epochs", "1", "--runs-dir",
+                              str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--shift", "0"])
+    assert math.isfinite(metrics["Loss/train"])
+
+
+@pytest.mark.parametrize("script", [q1_numpy_mlp, q2_module_mlp, q3_summaries], ids=["q1", "q2", "q3"])
+def test_scripts_dry_run_on_the_embedded_sample(script, tmp_path):
     script.main(["--dry-run", "--runs-dir", str(tmp_path), "--run-name", "d"])
     metrics = json.loads((tmp_path / script.__name__.split(".")[-1] / "d" / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and 0.0 <= metrics["final"]["Accuracy/test"] <= 1.0
-
-
-# ----------------------------------------------------------------------------- data
-def test_embedded_mnist_split_is_stratified_and_fixed():
-    first, second = load_embedded_mnist(), load_embedded_mnist()
-    assert first.train_images.shape == (4000, 1, 28, 28) and first.test_images.shape == (1000, 1, 28, 28)
-    assert first.train_images.dtype == torch.float32
-    assert 0.0 <= first.train_images.min() and first.train_images.max() <= 1.0
-    assert torch.bincount(first.train_labels).tolist() == [400] * 10
-    assert torch.bincount(first.test_labels).tolist() == [100] * 10
-    assert torch.equal(first.test_images, second.test_images) and torch.equal(first.train_labels, second.train_labels)
-    # No image is in both splits.
-    train_rows = {row.numpy().tobytes() for row in first.train_images.reshape(4000, -1)}
-    assert not any(row.numpy().tobytes() in train_rows for row in first.test_images.reshape(1000, -1))
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file as MNIST ships it: magic (0, 0, 8 = uint8, ndim), big-endian sizes, then the bytes."""
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def make_fake_mnist(root: Path, n_train: int = 20, n_test: int = 10) -> None:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)))
-    write_idx(raw / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train))
-    write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)))
-    write_idx(raw / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test))
-
-
-def test_full_mnist_is_read_from_the_torchvision_layout(tmp_path):
-    make_fake_mnist(tmp_path)
-    data = load_mnist(str(tmp_path), quiet=True)
-    assert data.train_images.shape == (20, 1, 28, 28) and data.test_labels.shape == (10,)
-    raw = np.frombuffer((tmp_path / "MNIST/raw/train-images-idx3-ubyte").read_bytes()[16:], dtype=np.uint8)
-    np.testing.assert_allclose(data.train_images.reshape(-1).numpy(), raw / 255.0, rtol=1e-6)
-
-
-def test_bad_data_root_gives_a_one_line_error(tmp_path):
-    with pytest.raises(FileNotFoundError) as error:
-        load_mnist(str(tmp_path), quiet=True)
-    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
-    result = subprocess.run([sys.executable, "exercise1/q2_module_mlp.py", "--data-root", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert result.stderr.strip().startswith("error: --data-root") and "\n" not in result.stderr.strip()
-
-
-def test_truncated_mnist_file_is_named(tmp_path):
-    make_fake_mnist(tmp_path)
-    broken = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
-    broken.write_bytes(broken.read_bytes()[:500])
-    with pytest.raises(ValueError) as error:
-        load_mnist(str(tmp_path), quiet=True)
-    assert str(broken) in str(error.value) and "\n" not in str(error.value)
+    assert metrics["data"].startswith("embedded MNIST sample")

@@ -1,28 +1,34 @@
-"""The training machinery every script shares: flags, device, seeds, the epoch loop, logging, checkpoints.
+"""Plumbing every training script shares: flags, device, seeds, run folders, logging, checkpoints.
 
-Written once here so that each question's script only holds what the question is about.
+No training loop lives here: each question's script holds its own (Exercise 1: ``train``/``test`` of
+``exercise1/q2_module_mlp.py``). What is here only moves files and numbers around them:
+
+- ``RunLogger``: the run folder ``runs/<script>/<run>/`` (unique, locked while the run lives), TensorBoard
+  summaries and ``metrics.json`` (strict JSON, rewritten atomically after each epoch);
+- checkpoints: folders checked writable before the first step, saves that fail in one line;
+- a non-finite loss ends the run in one line, the run marked ``diverged``.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
+import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from utils.io import load_checkpoint, save_checkpoint, write_json_atomic
+from utils.io import process_alive, save_checkpoint, write_json_atomic
 
 DRY_RUN_BATCHES = 2
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+LOCK_FILE = ".lock"
 
 
 # --------------------------------------------------------------------------- flags, device, seeds
@@ -48,7 +54,7 @@ def add_training_arguments(
         )
     if momentum is not None:
         group.add_argument("--momentum", type=float, default=momentum, help=f"SGD momentum (default {momentum})")
-    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
     group.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available"
     )
@@ -66,6 +72,7 @@ def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None)
         args.epochs = 1 if args.dry_run else args.default_epochs
     del args.default_epochs
     check_positive(args, "epochs", "batch_size", "lr")
+    check_non_negative(args, "seed", "weight_decay", "momentum")
     return args
 
 
@@ -73,17 +80,27 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--runs-dir``, ``--run-name``, ``--checkpoint-dir`` and ``--resume``."""
     group = parser.add_argument_group("outputs")
     group.add_argument("--runs-dir", default="runs", help="TensorBoard and metrics root (default runs/)")
-    group.add_argument("--run-name", default=None, help="run folder name (default: date and time)")
+    group.add_argument("--run-name", default=None,
+                       help="run folder name (default: date and time to the microsecond, a new folder)")
     group.add_argument("--checkpoint-dir", default="checkpoints", help="checkpoint folder (default checkpoints/)")
-    group.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run --run-name from its last checkpoint")
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
     """One-line error for a flag that must be a positive number."""
     for name in names:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def check_non_negative(args: argparse.Namespace, *names: str) -> None:
+    """One-line error for a flag that must be a number >= 0 (flags the parser does not have are skipped)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not value >= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {value}")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -108,10 +125,19 @@ def progress_disabled() -> bool:
 
 
 def default_run_name() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
+    """Date and time to the microsecond, e.g. ``20250301-141502-123456``."""
+    now = time.time()
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now % 1 * 1e6):06d}"
 
 
-# --------------------------------------------------------------------------- batching and epochs
+def configure_cpu_threads(threads: int | None) -> None:
+    """Limit PyTorch's intra-op threads (used to keep parallel workers from oversubscribing cores)."""
+    if threads is not None and threads > 0:
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+# --------------------------------------------------------------------------- batching (the sibling labs)
 def minibatch_indices(
     num_items: int,
     batch_size: int,
@@ -133,139 +159,130 @@ def steps_per_epoch(num_items: int, batch_size: int, max_batches: int | None = N
     return steps if max_batches is None else min(steps, max_batches)
 
 
-@dataclass
-class EpochStats:
-    """Mean loss and accuracy (in [0, 1]) over ``num_samples`` samples."""
+# --------------------------------------------------------------------------- run folders
+def create_run_folder(parent: Path, run_name: str | None) -> Path:
+    """``parent/run_name``, or a new folder named after the time when ``run_name`` is None.
 
-    loss: float
-    accuracy: float
-    num_samples: int
-
-
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int,
-    generator: torch.Generator,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-    augment: Augment | None = None,
-    scheduler: Any = None,
-    max_batches: int | None = None,
-    on_step: Callable[[float], None] | None = None,
-    description: str = "train",
-) -> EpochStats:
-    """One pass of minibatch training over device-resident ``images``/``labels``.
-
-    ``scheduler`` (if any) steps after every batch; ``on_step(loss)`` sees each batch loss
-    (for per-iteration summaries). Returns the running mean loss and accuracy of the epoch.
+    A new folder is made with ``exist_ok=False``: two runs started in the same microsecond get
+    ``<time>`` and ``<time>-1``, never one folder. A named folder may exist (a resumed run).
     """
-    from tqdm import tqdm
-
-    model.train()
-    total_loss = torch.zeros((), device=images.device)
-    total_correct = torch.zeros((), device=images.device, dtype=torch.long)
-    seen = 0
-    batches = minibatch_indices(len(labels), batch_size, shuffle=True, generator=generator, device=images.device)
-    num_batches = steps_per_epoch(len(labels), batch_size, max_batches)
-    for step, index in enumerate(tqdm(batches, total=num_batches, desc=description, leave=False,
-                                      disable=progress_disabled())):
-        if step == num_batches:
-            break
-        inputs, targets = images[index], labels[index]
-        if augment is not None:
-            inputs = augment(inputs, generator)
-        logits = model(inputs)
-        loss = loss_fn(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        batch_loss = loss.detach()
-        total_loss += batch_loss * len(targets)
-        total_correct += (logits.detach().argmax(1) == targets).sum()
-        seen += len(targets)
-        if on_step is not None:
-            on_step(batch_loss.item())
-    return EpochStats(total_loss.item() / max(seen, 1), total_correct.item() / max(seen, 1), seen)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if run_name is not None:
+            (parent / run_name).mkdir(parents=True, exist_ok=True)
+            return parent / run_name
+        base = default_run_name()
+        for attempt in range(1000):
+            folder = parent / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                folder.mkdir(exist_ok=False)
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise SystemExit(f"error: --runs-dir: cannot create {parent / (run_name or '')} "
+                         f"({error.strerror or error})") from None
+    raise SystemExit(f"error: --runs-dir: no free run folder name under {parent}")
 
 
-@torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    max_batches: int | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-) -> EpochStats:
-    """Mean loss and accuracy of ``model`` in eval mode on ``images``/``labels``."""
-    model.eval()
-    total_loss, total_correct, seen = 0.0, 0, 0
-    for step, index in enumerate(minibatch_indices(len(labels), batch_size, shuffle=False, device=images.device)):
-        if max_batches is not None and step == max_batches:
-            break
-        logits = model(images[index])
-        targets = labels[index]
-        total_loss += loss_fn(logits, targets, reduction="sum").item()
-        total_correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-    return EpochStats(total_loss / max(seen, 1), total_correct / max(seen, 1), seen)
+def acquire_run_lock(folder: Path) -> Path:
+    """Mark ``folder`` as held by this process (``.lock`` holds its pid); refuse one held by a live process.
 
-
-def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
-                           warmup_fraction: float = 0.15) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: linear warm-up from 0.04 to 1, then a cosine decay to 0.
-
-    A ``LambdaLR`` saves only its step count, so a run resumed with a different ``--epochs`` follows
-    the schedule of the new length instead of the saved one.
+    A lock left by a process that has died (killed) is taken over. Creating the lock is also the check
+    that the folder is writable, before any training step.
     """
-    import math
+    lock = folder / LOCK_FILE
+    pending = folder / f"{LOCK_FILE}.{os.getpid()}.tmp"
+    try:
+        pending.write_text(f"{os.getpid()}\n")
+        for _ in range(3):
+            try:
+                os.link(pending, lock)  # atomic: fails if the lock exists, and it never exists half-written
+                return lock
+            except FileExistsError:
+                owner = lock.read_text().strip()
+                if owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner)):
+                    raise SystemExit(f"error: --run-name {folder.name}: {folder} is in use by a running process "
+                                     f"(pid {owner}); wait for it to end or choose another --run-name") from None
+                lock.unlink(missing_ok=True)  # left by a dead process, or by this one
+    except OSError as error:
+        raise SystemExit(f"error: cannot write in {folder} ({error.strerror or error})") from None
+    finally:
+        pending.unlink(missing_ok=True)
+    raise SystemExit(f"error: could not lock {folder}: another process keeps taking it")
 
-    warmup_steps = max(1, int(warmup_fraction * total_steps))
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return 0.04 + 0.96 * step / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+def ensure_writable_folder(folder: str | os.PathLike, flag: str) -> Path:
+    """Create ``folder`` and check a file can be written in it, before training starts (one-line error)."""
+    folder = Path(folder)
+    probe = folder / f".write-check.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SystemExit(f"error: {flag} {folder}: not writable ({error.strerror or error})") from None
+    return folder
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def checkpoint_path_for(args: argparse.Namespace, script: str, run_name: str) -> Path:
+    return Path(args.checkpoint_dir) / script / f"{run_name}.pt"
+
+
+def save_run_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint atomically; a failed write (disk full, ...) ends the run in one line, the previous
+    checkpoint intact."""
+    try:
+        save_checkpoint(path, state)
+    except OSError as error:
+        raise SystemExit(f"error: could not save the checkpoint {path} ({error.strerror or error}); "
+                         f"the previous one is unchanged") from None
 
 
 # --------------------------------------------------------------------------- logging
 class RunLogger:
-    """TensorBoard summaries under ``runs/<script>/<run_name>`` plus a ``metrics.json`` beside them.
+    """A run folder ``runs/<script>/<run_name>`` with TensorBoard summaries and a ``metrics.json``.
 
     ``metrics.json`` holds the run's config, one row per epoch and the final values; it is rewritten
-    atomically after every epoch so the report builder can always read it. With ``tensorboard=False``
-    only ``metrics.json`` is written (the scripts that come before the question on summaries).
+    atomically after every epoch so the report builder can always read it. A non-finite number is written
+    ``null``. A folder that already holds a ``metrics.json`` (a resumed run) keeps its epochs and final
+    values. While the run lives, the folder holds a ``.lock`` with its pid, and another run asking for the
+    same folder is refused.
+
+    Args:
+        tensorboard: also write TensorBoard summaries (False: ``metrics.json`` only).
+        purge_step: TensorBoard hides earlier points at this step and after (a resumed run's next epoch),
+            so a resumed run shows each step once.
+        stop_on_divergence: ``log_epoch`` ends the run when a loss is not finite (``stop_if_diverged``).
     """
 
     def __init__(self, runs_dir: str | Path, script: str, run_name: str | None, config: dict[str, Any],
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, purge_step: int | None = None, stop_on_divergence: bool = False):
         self.script = script
-        self.run_name = run_name or default_run_name()
-        self.directory = Path(runs_dir) / script / self.run_name
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = create_run_folder(Path(runs_dir) / script, run_name)
+        self.run_name = run_name or self.directory.name
+        self.lock = acquire_run_lock(self.directory)
+        atexit.register(self.release)
+        self.stop_on_divergence = stop_on_divergence
+        self.config = {key: value for key, value in config.items() if isinstance(value, (int, float, str, bool))}
+        self.history: list[dict[str, Any]] = []
+        self.final: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        metrics_path = self.directory / "metrics.json"
+        if metrics_path.is_file():  # a resumed run keeps its earlier epochs and results
+            try:
+                previous = json.loads(metrics_path.read_text())
+                self.history = list(previous.get("history", []))
+                self.final = dict(previous.get("final") or {})
+                self.extra = {key: value for key, value in previous.items()
+                              if key not in ("script", "run_name", "config", "history", "final")}
+            except (ValueError, AttributeError, TypeError):
+                print(f"warning: {metrics_path} is not readable JSON: it is rewritten", flush=True)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.directory))
-        self.config = {key: value for key, value in config.items() if isinstance(value, (int, float, str, bool))}
-        self.history: list[dict[str, float]] = []
-        self.final: dict[str, float] = {}
-        metrics_path = self.directory / "metrics.json"
-        if metrics_path.is_file():  # a resumed run keeps its earlier epochs
-            import json
-
-            previous = json.loads(metrics_path.read_text())
-            self.history = previous.get("history", [])
+            self.writer = SummaryWriter(log_dir=str(self.directory), purge_step=purge_step)
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         if self.writer is not None:
@@ -281,120 +298,49 @@ class RunLogger:
         self.history.append({"epoch": epoch, **scalars})
         self.final = dict(scalars)
         self.save()
+        if self.stop_on_divergence:
+            self.stop_if_diverged(epoch, scalars)
+
+    def stop_if_diverged(self, epoch: int, scalars: dict[str, float]) -> None:
+        """End the run in one line (exit status 1) when a loss of ``scalars`` (``Loss/...``) is NaN or infinite.
+
+        The epoch's row goes to ``metrics.json`` (non-finite values as ``null``) with ``"status": "diverged"``.
+        """
+        losses = {tag: value for tag, value in scalars.items() if tag.startswith("Loss/")}
+        bad = {tag: value for tag, value in losses.items() if not math.isfinite(value)}
+        if not bad:
+            return
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history = [row for row in self.history if row["epoch"] < epoch] + [{"epoch": epoch, **scalars}]
+        self.save(status="diverged", diverged_epoch=epoch)
+        self.close()
+        tag, value = next(iter(bad.items()))
+        raise SystemExit(f"error: epoch {epoch}: {tag} is {value}, training diverged (try a smaller --lr); "
+                         f"{self.directory / 'metrics.json'} marks the run as diverged")
 
     def save(self, **extra: Any) -> None:
-        write_json_atomic(
-            self.directory / "metrics.json",
-            {"script": self.script, "run_name": self.run_name, "config": self.config,
-             "history": self.history, "final": self.final, **extra},
-        )
+        """Rewrite ``metrics.json``; ``extra`` entries are kept for the later saves too. A failed write ends
+        the run in one line."""
+        self.extra.update(extra)
+        try:
+            write_json_atomic(
+                self.directory / "metrics.json",
+                {"script": self.script, "run_name": self.run_name, "config": self.config,
+                 "history": self.history, "final": self.final, **self.extra},
+            )
+        except OSError as error:
+            raise SystemExit(f"error: could not write {self.directory / 'metrics.json'} "
+                             f"({error.strerror or error})") from None
+
+    def release(self) -> None:
+        """Remove the run's lock if this process still holds it."""
+        try:
+            if self.lock.read_text().strip() == str(os.getpid()):
+                self.lock.unlink()
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-# --------------------------------------------------------------------------- the classification loop
-def checkpoint_path_for(args: argparse.Namespace, script: str, run_name: str) -> Path:
-    return Path(args.checkpoint_dir) / script / f"{run_name}.pt"
-
-
-def fit_classifier(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_images: torch.Tensor,
-    test_labels: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    logger: RunLogger | None = None,
-    scheduler: Any = None,
-    augment: Augment | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-    checkpoint_path: Path | None = None,
-    resume: bool = False,
-    max_batches: int | None = None,
-    config: dict[str, Any] | None = None,
-    verbose: bool = True,
-) -> dict[str, float]:
-    """Train for ``epochs`` epochs, evaluating on the test set after each one.
-
-    Logs ``Loss/train``, ``Accuracy/train``, ``Loss/test``, ``Accuracy/test`` and ``LearningRate`` per
-    epoch and ``Loss/train_step`` per iteration; saves ``checkpoint_path`` after each epoch, and with
-    ``resume`` continues after the last saved epoch. ``loss_fn`` is the training loss; the test loss is
-    plain cross-entropy. The shuffling of epoch ``e`` depends only on
-    ``(seed, e)``, so a resumed run sees the same batches as an uninterrupted one.
-
-    Returns the last epoch's metrics (accuracies in [0, 1]).
-    """
-    start_epoch = 1
-    if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, map_location=train_images.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"] + 1
-        if verbose:
-            print(f"Resumed from {checkpoint_path} at epoch {start_epoch}")
-    elif resume and verbose:
-        print(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch")
-
-    generator = torch.Generator()
-    metrics: dict[str, float] = {}
-    epoch_steps = steps_per_epoch(len(train_labels), batch_size, max_batches)
-    for epoch in range(start_epoch, epochs + 1):
-        generator.manual_seed(seed * 100_003 + epoch)
-        step_counter = [(epoch - 1) * epoch_steps]
-
-        def log_iteration(loss: float) -> None:
-            step_counter[0] += 1
-            if logger is not None:
-                logger.log_step(step_counter[0], {"Loss/train_step": loss})
-
-        learning_rate = optimizer.param_groups[0]["lr"]
-        started = time.perf_counter()
-        train_stats = train_one_epoch(
-            model, optimizer, train_images, train_labels,
-            batch_size=batch_size, generator=generator, loss_fn=loss_fn, augment=augment, scheduler=scheduler,
-            max_batches=max_batches, on_step=log_iteration, description=f"epoch {epoch}/{epochs}",
-        )
-        train_seconds = time.perf_counter() - started
-        test_stats = evaluate_classifier(model, test_images, test_labels, max_batches=max_batches)
-        metrics = {
-            "Loss/train": train_stats.loss,
-            "Accuracy/train": train_stats.accuracy,
-            "Loss/test": test_stats.loss,
-            "Accuracy/test": test_stats.accuracy,
-            "LearningRate": learning_rate,
-            "Time/train_epoch_s": train_seconds,
-        }
-        if logger is not None:
-            logger.log_epoch(epoch, metrics)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "config": config or {},
-                "metrics": metrics,
-            })
-        if verbose:
-            print(
-                f"epoch {epoch:3d}/{epochs}  train loss {train_stats.loss:.4f} acc {100 * train_stats.accuracy:6.2f}%"
-                f"  test loss {test_stats.loss:.4f} acc {100 * test_stats.accuracy:6.2f}%"
-                f"  ({train_stats.num_samples / train_seconds:.0f} img/s)",
-                flush=True,
-            )
-    return metrics
-
-
-def configure_cpu_threads(threads: int | None) -> None:
-    """Limit PyTorch's intra-op threads (used to keep parallel workers from oversubscribing cores)."""
-    if threads is not None and threads > 0:
-        torch.set_num_threads(threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        self.release()
