@@ -1,22 +1,30 @@
 """Exercise 2 Q6: train a person re-identification network on Market-1501, then evaluate it (CMC, mAP).
 
-    python main.py                                   # CPU default: ResNet-18 at 64x32 on the synthetic set
-    python main.py --backbone resnet50 --height 256 --width 128 --epochs 120 --milestones 40 70 \\
-        --erasing 0.5 --data-root data/Market-1501-v15.09.15    # the TP configuration, on a GPU
+    python main.py          # CPU default: ResNet-18 at 64x32 on the synthetic Market-1501
+    python main.py --data-root data/Market-1501-v15.09.15 --backbone resnet50 --pretrained --height 256 \\
+        --width 128 --lr 3.5e-4 --epochs 470 --warmup-epochs 40 --milestones 160 280 --erasing 0.5 \\
+        --workers 8 --eval-every 40     # the TP's configuration, on a GPU (not yet run on a GPU)
 
-Training follows the "bag of tricks" recipe (Luo et al. 2019): P x K batches (utils/RandomSampler.py),
-flip + pad/crop + random erasing, the batch-hard triplet loss on the embedding plus a label-smoothed
-identity cross-entropy (loss.py), Adam with a linear warm-up and step decay, AMP on CUDA.
-Evaluation (``evaluate``): L2-normalised embeddings (by default summed with those of the flipped
-image), Euclidean query x gallery distances, then ``utils.metrics.compute_cmc_map`` (Market-1501 protocol).
+The pipeline is the TP's: ``Market1501`` (data.py) reads the images, the transforms of
+``utils/reid_transforms.py`` resize and augment them (flip, pad + crop, random erasing), and a
+``DataLoader`` draws P x K batches with ``RandomIdentitySampler`` (utils/RandomSampler.py), P identities
+with K images each. ``train`` runs one epoch: ``ReIDNet`` (network.py) gives logits and an embedding,
+``ReIDLoss`` (loss.py) adds the batch-hard triplet loss on the embedding to a label-smoothed identity
+cross-entropy, Adam steps, with a linear warm-up then step decay of the learning rate (Luo et al. 2019,
+"bag of tricks"), in mixed precision on CUDA. ``evaluate`` embeds query and gallery (the image plus its
+mirror), L2-normalises, computes distances and calls ``utils.metrics.compute_cmc_map``.
 
-Each split is decoded once into a uint8 tensor on the training device, and batches are gathered by index
-and augmented as tensor ops (no per-image work per step). Without ``--data-root`` the embedded synthetic
-Market-1501 (utils/synthetic_market.py) is generated into ``data/`` on first use.
+An epoch of this sampler visits every identity once, K images each: ceil(751 / 16) = 47 batches of 64
+on Market-1501, about a quarter of its 12,936 training images. The GPU command therefore counts 470
+epochs = 22,090 iterations, about the 120 epochs of ~184 iterations of the bag-of-tricks recipe (Adam
+3.5e-4, warm-up 10 epochs, x0.1 at 40 and 70), with its epochs scaled by four. ``--pretrained`` needs
+torchvision's resnet50 file in the local torch cache (nothing is downloaded; see network.py).
 
-Outputs: TensorBoard + metrics.json + results.json under ``runs/main/<run>/``, the checkpoint (rewritten
-atomically every epoch, with the model config that ``evaluation_tp.py`` rebuilds the network from)
-under ``checkpoints/main/<run>.pt``.
+Each epoch is checkpointed (atomically, with the model config ``evaluation_tp.py`` rebuilds the network
+from) before it is evaluated: an evaluation error leaves the epoch saved and ``--resume`` continues the run.
+Outputs: TensorBoard + metrics.json + results.json under ``runs/main/<run>/`` and the checkpoint
+``checkpoints/main/<run>.pt``. Without ``--data-root`` the synthetic Market-1501 (utils/synthetic_market.py)
+is generated into ``data/`` on first use.
 """
 
 from __future__ import annotations
@@ -24,32 +32,36 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import Market1501
+from data import (
+    Market1501,
+    UnreadableImageError,
+    check_evaluation_sets,
+    dry_run_subsets,
+    evaluation_loader,
+    ids_and_cameras,
+)
 from loss import ReIDLoss
 from network import ReIDNet
-from utils.augment import random_pad_crop
-from utils.io import load_checkpoint, save_checkpoint, write_json_atomic
+from utils import io
 from utils.metrics import compute_cmc_map, euclidean_distance_matrix
 from utils.RandomSampler import RandomIdentitySampler
-from utils.synthetic_market import DEFAULT_ROOT, ensure_synthetic_market
+from utils.reid_transforms import evaluation_transform, train_transform
+from utils.run_folders import check_writable, claim_run_folder
+from utils.synthetic_market import DEFAULT_ROOT, dataset_name, ensure_synthetic_market
 from utils.training import (
     DRY_RUN_BATCHES,
     RunLogger,
     add_training_arguments,
     check_positive,
-    default_run_name,
     parse_training_args,
     progress_disabled,
     resolve_device,
@@ -57,170 +69,127 @@ from utils.training import (
 )
 
 SCRIPT = "main"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DRY_RUN_QUERIES, DRY_RUN_OTHER_GALLERY = 16, 32
+MIN_IMAGE_SIDE = 32  # a ResNet divides its input by 32 before pooling
 
 
-# --------------------------------------------------------------------------- data
-@dataclass
-class ImageSet:
-    """One split decoded once: ``images`` (N, 3, H, W) uint8, ``labels`` (N,) int64 (index into the split's
-    ``unique_ids``), ``ids`` and ``cameras`` (N,) int64 numpy arrays, ``paths`` the image files."""
+# --------------------------------------------------------------------------- training (Q6)
+def train(
+    model: nn.Module,
+    loader: Any,
+    criterion: ReIDLoss,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    logger: RunLogger | None = None,
+    epoch: int = 1,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Train ``model`` for one epoch of ``loader``'s batches.
 
-    images: torch.Tensor
-    labels: torch.Tensor
-    ids: np.ndarray
-    cameras: np.ndarray
-    paths: list[str]
-    num_classes: int = field(default=0)
+    Args:
+        model: returns ``(cat, logits, features)`` (``ReIDNet``).
+        loader: yields ``(images (B, 3, H, W) float32, labels (B,) int64)`` (a ``DataLoader`` of P x K batches).
+        criterion: ``criterion(logits, features, labels) -> (total, parts)`` (``ReIDLoss``).
+        optimizer: steps once per batch.
+        device: where the batches are moved.
+        scaler: a ``torch.amp.GradScaler`` for mixed precision (CUDA); None trains in float32.
+        scheduler: stepped after every batch (the learning rate changes per iteration), or None.
+        logger: receives ``Loss/<part>_step`` and ``LearningRate/step`` at every step, or None.
+        epoch: 1-based epoch number (progress bar, step numbers of the logger).
+        max_batches: stop after this many batches (``--dry-run``).
 
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
-        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ImageSet(self.images[index.to(self.images.device)], self.labels[index.to(self.labels.device)],
-                        self.ids[index.numpy()], self.cameras[index.numpy()],
-                        [self.paths[i] for i in index.tolist()], self.num_classes)
-
-    def to(self, device: torch.device | str) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device), self.ids, self.cameras, self.paths,
-                        self.num_classes)
-
-
-def load_image_set(root: str | Path, split: str, height: int, width: int, workers: int = 2) -> ImageSet:
-    """Decode a Market-1501 split, resized to ``height`` x ``width``, into memory (junk excluded).
-
-    Raises the ``Market1501`` errors (missing folders, bad file names, unreadable images), one line each.
+    Returns:
+        ``{"loss", "triplet", "id"}``: the loss and its two terms averaged over the batches; ``"accuracy"``:
+        the fraction of training images whose identity the logits predicted (before each step), in [0, 1].
     """
-    resize = transforms.Compose([transforms.Resize((height, width), antialias=True), transforms.PILToTensor()])
-    dataset = Market1501(root, split, transform=resize)
-    # PIL releases the GIL while decoding, so threads overlap the JPEG work; errors surface unchanged.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        images, labels = zip(*pool.map(dataset.__getitem__, range(len(dataset))))
-    return ImageSet(
-        images=torch.stack(images),
-        labels=torch.as_tensor(labels, dtype=torch.long),
-        ids=np.asarray(dataset.ids, dtype=np.int64),
-        cameras=np.asarray(dataset.cameras, dtype=np.int64),
-        paths=list(dataset.imgs),
-        num_classes=len(dataset.unique_ids),
-    )
+    # BEGIN SOLUTION
+    device = torch.device(device)
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: plain float32 steps
+    num_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    model.train()
+    sums = {"loss": 0.0, "triplet": 0.0, "id": 0.0}
+    correct = seen = 0
+    for step, (images, labels) in enumerate(tqdm(loader, total=num_batches, desc=f"epoch {epoch}", leave=False,
+                                                 disable=progress_disabled())):
+        if step == num_batches:
+            break
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            _, logits, features = model(images)
+        loss, parts = criterion(logits.float(), features.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        learning_rate = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        for name, part in (("loss", "total"), ("triplet", "triplet"), ("id", "id")):
+            sums[name] += float(parts[part])
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        if logger is not None:
+            logger.log_step((epoch - 1) * num_batches + step + 1, {
+                **{f"Loss/{name}_step": float(value) for name, value in parts.items()},
+                "LearningRate/step": learning_rate})
+    return {**{name: total / max(1, num_batches) for name, total in sums.items()}, "accuracy": correct / max(1, seen)}
+    # END SOLUTION
 
 
-def dry_run_subsets(query: ImageSet, gallery: ImageSet) -> tuple[ImageSet, ImageSet]:
-    """A few queries and a gallery holding their identities plus a few others: a tiny but valid evaluation."""
-    query = query.subset(range(min(DRY_RUN_QUERIES, len(query.ids))))
-    related = np.isin(gallery.ids, query.ids)
-    others = np.flatnonzero(~related)[:DRY_RUN_OTHER_GALLERY]
-    return query, gallery.subset(np.sort(np.concatenate([np.flatnonzero(related), others])))
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    config: dict[str, Any], **extra: Any) -> Path:
+    """Write a checkpoint that ``torch.load(path, weights_only=True)`` reads back, atomically.
 
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 standardised with the ImageNet statistics (as the ResNets expect)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
-
-
-# --------------------------------------------------------------------------- augmentation
-def random_erasing(images: torch.Tensor, probability: float, generator: torch.Generator,
-                   area: tuple[float, float] = (0.02, 0.4), min_aspect: float = 0.3) -> torch.Tensor:
-    """Random erasing (Zhong et al. 2020) on a normalised batch (N, C, H, W): with ``probability``, one
-    rectangle of ``area`` (fraction of the image) and aspect ratio in ``[min_aspect, 1/min_aspect]`` is set
-    to 0, the mean colour. Simulates occlusion, which ReID must survive."""
-    n, _, height, width = images.shape
-    target_area = torch.empty(n).uniform_(area[0], area[1], generator=generator) * height * width
-    aspect = torch.exp(torch.empty(n).uniform_(math.log(min_aspect), -math.log(min_aspect), generator=generator))
-    box_h = torch.sqrt(target_area * aspect).round().clamp(1, height)
-    box_w = torch.sqrt(target_area / aspect).round().clamp(1, width)
-    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).floor()
-    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).floor()
-    erase = torch.rand(n, generator=generator) < probability
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
-    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + box_h).view(n, 1, 1))
-              & (cols >= left.view(n, 1, 1)) & (cols < (left + box_w).view(n, 1, 1)) & erase.view(n, 1, 1))
-    return images.masked_fill(inside.unsqueeze(1).to(images.device), 0.0)
-
-
-@dataclass
-class ReIDAugmentation:
-    """Training augmentation of a normalised batch: horizontal flip, zero-pad + random crop, random erasing.
-
-    Randomness comes from an explicit CPU generator, so an epoch's augmentation depends on the seed only.
+    It holds ``model`` (the state dict), ``optimizer``, ``epoch``, ``config`` (what rebuilds the network:
+    ``num_classes``, ``backbone``, ``feat_dim``, and the input ``height`` and ``width``) and every ``extra``
+    entry (scheduler and scaler states, metrics...). A run killed while saving keeps its previous checkpoint.
     """
-
-    padding: int
-    flip_probability: float = 0.5
-    erasing_probability: float = 0.5
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        flip = (torch.rand(len(images), generator=generator) < self.flip_probability).to(images.device)
-        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
-        images = random_pad_crop(images, self.padding, generator)
-        return random_erasing(images, self.erasing_probability, generator)
+    # BEGIN SOLUTION
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "config": dict(config), **extra}
+    return io.save_checkpoint(path, state)  # a temporary file, then os.replace onto `path`
+    # END SOLUTION
 
 
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- evaluation (given, Q6 explains it)
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128,
-                     flip: bool = True) -> torch.Tensor:
-    """L2-normalised embeddings (N, feat_dim) of uint8 ``images`` (N, 3, H, W), in eval mode.
+def evaluate(model: nn.Module, query_loader: DataLoader, gallery_loader: DataLoader, device: torch.device | str,
+             flip: bool = True, keep_distances: bool = False) -> dict[str, Any]:
+    """Market-1501 evaluation of ``model``'s embedding: ``dict(rank1, rank5, rank10, mAP, cmc)`` (fractions).
 
-    With ``flip`` the embedding of the mirrored image is added first: a pedestrian's identity does not
-    depend on the walking direction, and the sum is a cheap test-time ensemble.
+    The loaders yield ``(images, labels)`` in the order of ``loader.dataset.imgs``; person ids and cameras
+    come from the file names (``data.ids_and_cameras``). ``keep_distances`` adds the (Q, G) ``"distmat"``.
     """
-    # BEGIN SOLUTION
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        batch = normalize(images[start: start + batch_size].to(device))
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            features = model(batch)[2].float()
-            if flip:
-                features = features + model(batch.flip(3))[2].float()
-        chunks.append(torch.nn.functional.normalize(features, dim=1))
-    return torch.cat(chunks)
-    # END SOLUTION
+    device = torch.device(device)
+    model.eval()  # batch norm uses its running statistics: an image's embedding ignores its batch
+    embeddings = []
+    for loader in (query_loader, gallery_loader):
+        chunks = []
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                features = model(images)[2].float()
+                if flip:  # a person keeps their identity when walking the other way: add the mirror's embedding
+                    features = features + model(images.flip(3))[2].float()
+            chunks.append(F.normalize(features, dim=1))  # unit length: distances then rank by cosine
+        embeddings.append(torch.cat(chunks))
+    distmat = euclidean_distance_matrix(embeddings[0], embeddings[1], normalize=False)  # (Q, G), in [0, 2]
+    q_ids, q_cams = ids_and_cameras(query_loader.dataset)
+    g_ids, g_cams = ids_and_cameras(gallery_loader.dataset)
+    cmc, mean_ap = compute_cmc_map(distmat, q_ids, g_ids, q_cams, g_cams)
+    results = {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "mAP": mean_ap,
+               "cmc": cmc.tolist()}
+    return {**results, "distmat": distmat} if keep_distances else results
 
 
-def ranking_metrics(distmat: torch.Tensor | np.ndarray, query: ImageSet, gallery: ImageSet,
-                    max_rank: int = 50) -> dict[str, Any]:
-    """``rank1``, ``rank5``, ``rank10``, ``mAP`` (fractions in [0, 1]) and ``cmc`` (list) of a (Q, G) distance matrix."""
-    cmc, mean_ap = compute_cmc_map(distmat, query.ids, gallery.ids, query.cameras, gallery.cameras,
-                                   max_rank=max_rank)
-    return {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "mAP": mean_ap,
-            "cmc": [float(value) for value in cmc]}
-
-
-def query_gallery_distances(model: nn.Module, query: ImageSet, gallery: ImageSet, *, batch_size: int = 128,
-                            flip: bool = True) -> torch.Tensor:
-    """(Q, G) Euclidean distances between the L2-normalised query and gallery embeddings, in [0, 2]."""
-    query_features = extract_features(model, query.images, batch_size=batch_size, flip=flip)
-    gallery_features = extract_features(model, gallery.images, batch_size=batch_size, flip=flip)
-    return euclidean_distance_matrix(query_features, gallery_features, normalize=False)
-
-
-def evaluate(model: nn.Module, query: ImageSet, gallery: ImageSet, *, batch_size: int = 128,
-             flip: bool = True, max_rank: int = 50) -> dict[str, Any]:
-    """Market-1501 evaluation of ``model``'s embedding: ``dict(rank1, rank5, rank10, mAP, cmc)``.
-
-    Query and gallery embeddings are compared by Euclidean distance; the gallery images of the query's
-    identity seen by the query's own camera are ignored, and queries left without a true match skipped
-    (``utils.metrics.compute_cmc_map``).
-    """
-    # BEGIN SOLUTION
-    distmat = query_gallery_distances(model, query, gallery, batch_size=batch_size, flip=flip)
-    return ranking_metrics(distmat, query, gallery, max_rank=max_rank)
-    # END SOLUTION
-
-
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- the script (given)
 def warmup_step_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, warmup_epochs: int,
                          milestones: Sequence[int], gamma: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration learning-rate factor: linear warm-up from 0.1 over ``warmup_epochs``, then times ``gamma``
     after each milestone epoch. Warm-up keeps Adam's first, badly-scaled steps from wrecking the random
-    embedding that the triplet loss starts from."""
+    embedding that the triplet loss starts from (and, with ImageNet weights, the pretrained features)."""
     warmup_steps = max(1, warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -231,114 +200,6 @@ def warmup_step_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(
-    model: nn.Module,
-    criterion: ReIDLoss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    train_set: ImageSet,
-    sampler: RandomIdentitySampler,
-    query: ImageSet,
-    gallery: ImageSet,
-    *,
-    epochs: int,
-    augmentation: ReIDAugmentation,
-    seed: int,
-    start_epoch: int = 1,
-    eval_every: int = 0,
-    eval_batch_size: int = 128,
-    flip_test: bool = True,
-    max_batches: int | None = None,
-    logger: RunLogger | None = None,
-    checkpoint_path: Path | None = None,
-    checkpoint_config: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Train epochs ``start_epoch..epochs`` on P x K batches; evaluate every ``eval_every`` epochs and after
-    the last one; checkpoint after each epoch.
-
-    TensorBoard: ``Loss/<part>`` (triplet, id, total), ``LearningRate`` and ``Accuracy/train_id`` per epoch
-    and per step (``*_step``), ``Eval/rank1`` and ``Eval/mAP`` when evaluated. Batches and augmentation of
-    epoch ``e`` depend only on ``(seed, e)``, so a resumed run sees what an uninterrupted one would.
-
-    Returns the last epoch's evaluation (``evaluate``'s dict), or None when no epoch was left to run.
-    """
-    # BEGIN SOLUTION
-    device = train_set.images.device
-    use_amp = scaler.is_enabled()
-    batch_size = sampler.batch_size
-    steps_per_epoch = len(sampler) // batch_size
-    if max_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, max_batches)
-    generator = torch.Generator()
-    results = None
-    for epoch in range(start_epoch, epochs + 1):
-        sampler.set_epoch(epoch)
-        generator.manual_seed(seed * 100_003 + epoch)
-        batches = torch.tensor(list(sampler), dtype=torch.long).view(-1, batch_size)[:steps_per_epoch]
-        model.train()
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
-        started = time.perf_counter()
-        for step, index in enumerate(tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False,
-                                          disable=progress_disabled())):
-            index = index.to(device)
-            images = augmentation(normalize(train_set.images[index]), generator)
-            labels = train_set.labels[index]
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                _, logits, features = model(images)
-                loss, parts = criterion(logits, features.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            learning_rate = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            accuracy = (logits.detach().argmax(1) == labels).float().mean()
-            for name, value in parts.items():
-                sums[name] += value
-            sums["accuracy"] += accuracy
-            if logger is not None:
-                global_step = (epoch - 1) * steps_per_epoch + step + 1
-                logger.log_step(global_step, {**{f"Loss/{name}_step": float(value) for name, value in parts.items()},
-                                              "LearningRate/step": learning_rate,
-                                              "Accuracy/train_id_step": float(accuracy)})
-        seconds = time.perf_counter() - started
-        metrics = {f"Loss/{name}": float(total) / steps_per_epoch for name, total in sums.items() if name != "accuracy"}
-        metrics.update({"Accuracy/train_id": float(sums["accuracy"]) / steps_per_epoch,
-                        "LearningRate": optimizer.param_groups[0]["lr"],
-                        "Time/train_epoch_s": seconds,
-                        "Time/train_images_per_s": steps_per_epoch * batch_size / seconds})
-        line = (f"epoch {epoch:3d}/{epochs}  loss {metrics['Loss/total']:.3f} (triplet {metrics['Loss/triplet']:.3f}, "
-                f"id {metrics['Loss/id']:.3f})  train id acc {100 * metrics['Accuracy/train_id']:5.1f}%  "
-                f"{metrics['Time/train_images_per_s']:.0f} img/s")
-        results = None
-        if epoch == epochs or (eval_every > 0 and epoch % eval_every == 0):
-            started = time.perf_counter()
-            results = evaluate(model, query, gallery, batch_size=eval_batch_size, flip=flip_test)
-            metrics.update({"Eval/rank1": results["rank1"], "Eval/rank5": results["rank5"],
-                            "Eval/rank10": results["rank10"], "Eval/mAP": results["mAP"],
-                            "Time/eval_s": time.perf_counter() - started})
-            line += f"  rank-1 {100 * results['rank1']:5.1f}%  mAP {100 * results['mAP']:5.1f}%"
-        if logger is not None:
-            logger.log_epoch(epoch, metrics)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {
-                "epoch": epoch,
-                "config": checkpoint_config or {},
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "metrics": metrics,
-            })
-        print(line, flush=True)
-    return results
-    # END SOLUTION
-
-
-# --------------------------------------------------------------------------- script
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data")
@@ -346,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"Market-1501 folder (default {DEFAULT_ROOT}, the synthetic set, generated on first use)")
     data.add_argument("--height", type=int, default=64, help="input height in pixels (default 64; TP: 256)")
     data.add_argument("--width", type=int, default=32, help="input width in pixels (default 32; TP: 128)")
-    data.add_argument("--workers", type=int, default=2, help="threads decoding the images once (default 2)")
+    data.add_argument("--workers", type=int, default=2,
+                      help="DataLoader worker processes reading images (default 2; 0 reads in the main process)")
     model = parser.add_argument_group("model and loss")
     model.add_argument("--backbone", default="resnet18", help="torchvision ResNet (default resnet18; TP: resnet50)")
     model.add_argument("--feat-dim", type=int, default=512, help="embedding size, FC1 output (default 512)")
@@ -382,95 +244,166 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for flag values the run could only trip over later."""
+    check_positive(args, "num_instances", "feat_dim", "eval_batch_size", "gamma")
+    if not 0 <= args.seed < 2**32:
+        raise SystemExit(f"error: --seed must be in [0, 2^32), got {args.seed}")
+    if args.height < MIN_IMAGE_SIDE or args.width < MIN_IMAGE_SIDE:
+        raise SystemExit(f"error: --height and --width must be >= {MIN_IMAGE_SIDE} (the ResNet divides them by 32), "
+                         f"got {args.height}x{args.width}")
+    if args.batch_size % args.num_instances or args.batch_size // args.num_instances < 2:
+        raise SystemExit(f"error: --batch-size must be a multiple of --num-instances ({args.num_instances}) holding "
+                         f"at least 2 identities (P >= 2: negatives for the triplet loss), got {args.batch_size}")
+    if min(args.eval_every, args.warmup_epochs, args.workers, args.weight_decay, args.erasing) < 0 or args.erasing > 1:
+        raise SystemExit("error: --eval-every, --warmup-epochs, --workers and --weight-decay must be >= 0, "
+                         "--erasing in [0, 1]")
+    if args.padding is not None and args.padding < 0:
+        raise SystemExit(f"error: --padding must be >= 0, got {args.padding}")
+
+
+def last_line(error: Exception) -> str:
+    """An error's last message line (a DataLoader worker's error carries the worker's traceback before it)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_training_args(build_parser(), argv)
-    check_positive(args, "num_instances", "height", "width", "feat_dim", "eval_batch_size", "gamma")
-    if args.eval_every < 0 or args.warmup_epochs < 0:
-        raise SystemExit("error: --eval-every and --warmup-epochs must be >= 0")
-    if args.resume and args.run_name is None:
-        raise SystemExit("error: --resume needs --run-name (the run to continue)")
+    check_arguments(args)
     milestones = args.milestones if args.milestones is not None else [round(0.7 * args.epochs), round(0.9 * args.epochs)]
     padding = args.padding if args.padding is not None else max(1, round(args.height / 25))
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    run_name = args.run_name or default_run_name()
     started = time.perf_counter()
 
     try:
         data_root = Path(args.data_root) if args.data_root else ensure_synthetic_market(DEFAULT_ROOT)
-        train_set, query, gallery = (load_image_set(data_root, split, args.height, args.width, args.workers)
-                                     for split in ("train", "query", "gallery"))
-        sampler = RandomIdentitySampler(train_set.labels.tolist(), args.batch_size, args.num_instances, args.seed)
-        model = ReIDNet(train_set.num_classes, backbone=args.backbone, feat_dim=args.feat_dim,
-                        pretrained=args.pretrained, weights=args.weights)
-        criterion = ReIDLoss(train_set.num_classes, margin=args.margin, mining=args.mining,
-                             triplet_weight=args.triplet_weight, id_weight=args.id_weight,
-                             label_smoothing=args.label_smoothing)
+        train_set = Market1501(data_root, "train", transform=train_transform(args.height, args.width, padding,
+                                                                             args.erasing))
+        query_set, gallery_set = (Market1501(data_root, split, transform=evaluation_transform(args.height, args.width))
+                                  for split in ("query", "gallery"))
+        check_evaluation_sets(query_set, gallery_set)
+        train_ids, _ = ids_and_cameras(train_set)
+        sampler = RandomIdentitySampler(train_ids.tolist(), args.batch_size, args.num_instances, args.seed)
+        num_classes = len(train_set.unique_ids)
+        model = ReIDNet(num_classes, backbone=args.backbone, feat_dim=args.feat_dim, pretrained=args.pretrained,
+                        weights=args.weights)
+        criterion = ReIDLoss(num_classes, margin=args.margin, mining=args.mining, triplet_weight=args.triplet_weight,
+                             id_weight=args.id_weight, label_smoothing=args.label_smoothing)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.dry_run:
-        query, gallery = dry_run_subsets(query, gallery)
-    train_set = train_set.to(device)
+        query_set, gallery_set = dry_run_subsets(query_set, gallery_set)
+    pin_memory = device.type == "cuda"
+    # The sampler yields P x K indices in order: consecutive batch_size of them form one batch.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                              pin_memory=pin_memory)
+    query_loader, gallery_loader = (evaluation_loader(dataset, args.eval_batch_size, args.workers, pin_memory)
+                                    for dataset in (query_set, gallery_set))
     model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    print(f"{data_root}: {len(train_set.ids)} train images of {train_set.num_classes} identities, "
-          f"{len(query.ids)} queries, {len(gallery.ids)} gallery images; {args.backbone} at "
-          f"{args.height}x{args.width} on {device}, {len(sampler) // args.batch_size} batches of "
-          f"{args.batch_size // args.num_instances}x{args.num_instances} per epoch", flush=True)
-
+    steps_per_epoch = len(train_loader) if not args.dry_run else min(len(train_loader), DRY_RUN_BATCHES)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = min(len(sampler) // args.batch_size, DRY_RUN_BATCHES if args.dry_run else len(sampler))
     scheduler = warmup_step_schedule(optimizer, steps_per_epoch, args.warmup_epochs, milestones, args.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not args.no_amp)
-    checkpoint_path = Path(args.checkpoint_dir) / SCRIPT / f"{run_name}.pt"
-    checkpoint_config = {**model.config, "height": args.height, "width": args.width}
+    config = {"num_classes": num_classes, "backbone": args.backbone, "feat_dim": args.feat_dim,
+              "height": args.height, "width": args.width}
+
+    # Every output folder is claimed and checked before the first step: nothing fails after an epoch's work.
+    if args.resume and args.run_name and not (Path(args.checkpoint_dir) / SCRIPT / f"{args.run_name}.pt").is_file():
+        raise SystemExit(f"error: --resume: no checkpoint {Path(args.checkpoint_dir) / SCRIPT / args.run_name}.pt")
+    run_name, _ = claim_run_folder(args.runs_dir, SCRIPT, args.run_name, resume=args.resume)
+    checkpoint_path = check_writable(Path(args.checkpoint_dir) / SCRIPT, "--checkpoint-dir") / f"{run_name}.pt"
     start_epoch = 1
     if args.resume:
-        if not checkpoint_path.is_file():
-            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
-        try:
-            state = load_checkpoint(checkpoint_path, map_location=device)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-        if state.get("config") != checkpoint_config:
-            raise SystemExit(f"error: --resume: {checkpoint_path} holds {state.get('config')}, "
-                             f"these flags give {checkpoint_config}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        # Continue on this run's schedule (--epochs may have grown, moving the default milestones).
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base_lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
-        start_epoch = state["epoch"] + 1
-        print(f"Resumed {checkpoint_path} after epoch {state['epoch']}", flush=True)
-
+        start_epoch = resume_from(checkpoint_path, config, model, optimizer, scheduler, scaler, device) + 1
+    dataset = dataset_name(data_root)
     logger = RunLogger(args.runs_dir, SCRIPT, run_name, {
-        **vars(args), "data_root": str(data_root), "device": str(device), "padding": padding,
-        "milestones": " ".join(map(str, milestones)), "num_classes": train_set.num_classes})
-    results = train(
-        model, criterion, optimizer, scheduler, scaler, train_set, sampler, query, gallery,
-        epochs=args.epochs, augmentation=ReIDAugmentation(padding=padding, erasing_probability=args.erasing),
-        seed=args.seed, start_epoch=start_epoch, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
-        flip_test=not args.no_flip_test, max_batches=DRY_RUN_BATCHES if args.dry_run else None, logger=logger,
-        checkpoint_path=checkpoint_path, checkpoint_config=checkpoint_config,
-    )
+        **vars(args), "data_root": str(data_root), "dataset": dataset, "device": str(device), "padding": padding,
+        "milestones": " ".join(map(str, milestones)), "num_classes": num_classes, "train_images": len(train_set),
+        "batches_per_epoch": steps_per_epoch})
+    print(f"{data_root} ({dataset}): {len(train_set)} training images of {num_classes} identities, "
+          f"{len(query_set)} queries, {len(gallery_set)} gallery images; {args.backbone} at {args.height}x{args.width} "
+          f"on {device}; {steps_per_epoch} batches of {args.batch_size // args.num_instances}x{args.num_instances} "
+          f"per epoch, {steps_per_epoch * args.epochs} iterations", flush=True)
+
+    results = None
+    for epoch in range(start_epoch, args.epochs + 1):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(args.seed * 100_003 + epoch)  # augmentation of epoch e depends on (seed, e) only
+        epoch_started = time.perf_counter()
+        try:
+            stats = train(model, train_loader, criterion, optimizer, device, scaler=scaler, scheduler=scheduler,
+                          logger=logger, epoch=epoch, max_batches=steps_per_epoch)
+        except UnreadableImageError as error:
+            raise SystemExit(f"error: {last_line(error)}") from None
+        if not math.isfinite(stats["loss"]):
+            kept = f"{checkpoint_path} keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+            raise SystemExit(f"error: the training loss became {stats['loss']} in epoch {epoch} (try a lower --lr); "
+                             f"{kept}")
+        seconds = time.perf_counter() - epoch_started
+        metrics = {"Loss/total": stats["loss"], "Loss/triplet": stats["triplet"], "Loss/id": stats["id"],
+                   "Accuracy/train_id": stats["accuracy"], "LearningRate": optimizer.param_groups[0]["lr"],
+                   "Time/train_epoch_s": seconds,
+                   "Time/train_images_per_s": steps_per_epoch * args.batch_size / seconds}
+        save_checkpoint(checkpoint_path, model, optimizer, epoch, config, scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(), metrics=metrics)
+        line = (f"epoch {epoch:3d}/{args.epochs}  loss {stats['loss']:.3f} (triplet {stats['triplet']:.3f}, "
+                f"id {stats['id']:.3f})  train id acc {100 * stats['accuracy']:5.1f}%")
+        results = None
+        if epoch == args.epochs or (args.eval_every > 0 and epoch % args.eval_every == 0):
+            results = evaluate_or_exit(model, query_loader, gallery_loader, device, not args.no_flip_test,
+                                       f"after epoch {epoch} (saved in {checkpoint_path})")
+            metrics.update({"Eval/rank1": results["rank1"], "Eval/rank5": results["rank5"],
+                            "Eval/rank10": results["rank10"], "Eval/mAP": results["mAP"]})
+            line += f"  rank-1 {100 * results['rank1']:5.1f}%  mAP {100 * results['mAP']:5.1f}%"
+        logger.log_epoch(epoch, metrics)
+        print(line, flush=True)
     if results is None:  # resumed a finished run: evaluate its final weights
-        results = evaluate(model, query, gallery, batch_size=args.eval_batch_size, flip=not args.no_flip_test)
-    summary = {key: results[key] for key in ("rank1", "rank5", "rank10", "mAP")}
-    write_json_atomic(logger.directory / "results.json", {
-        **results, "checkpoint": str(checkpoint_path), "data_root": str(data_root), "epochs": args.epochs,
-        "num_query": len(query.ids), "num_gallery": len(gallery.ids), "flip_test": not args.no_flip_test,
-        "config": checkpoint_config})
-    logger.save(test=summary, wall_time_s=time.perf_counter() - started)
+        results = evaluate_or_exit(model, query_loader, gallery_loader, device, not args.no_flip_test,
+                                   f"of {checkpoint_path}")
+
+    io.write_json_atomic(logger.directory / "results.json", {
+        **results, "checkpoint": str(checkpoint_path), "data_root": str(data_root), "dataset": dataset,
+        "epochs": args.epochs, "num_query": len(query_set), "num_gallery": len(gallery_set),
+        "flip_test": not args.no_flip_test, "config": config})
+    logger.save(test={key: results[key] for key in ("rank1", "rank5", "rank10", "mAP")},
+                wall_time_s=time.perf_counter() - started)
     logger.close()
-    print(f"rank-1 {100 * results['rank1']:.1f}%  rank-5 {100 * results['rank5']:.1f}%  "
+    print(f"{dataset}: rank-1 {100 * results['rank1']:.1f}%  rank-5 {100 * results['rank5']:.1f}%  "
           f"rank-10 {100 * results['rank10']:.1f}%  mAP {100 * results['mAP']:.1f}%  "
           f"({time.perf_counter() - started:.0f} s; results in {logger.directory}, checkpoint {checkpoint_path})")
     return results
+
+
+def resume_from(path: Path, config: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler,
+                device: torch.device) -> int:
+    """Load the run's checkpoint into the training objects; return its epoch (one-line errors)."""
+    try:
+        state = io.load_checkpoint(path, map_location=device)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --resume: {error}") from None
+    if state.get("config") != config:
+        raise SystemExit(f"error: --resume: {path} holds {state.get('config')}, these flags give {config}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    # Continue on this run's schedule (--epochs may have grown, moving the default milestones).
+    for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base_lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+    print(f"Resumed {path} after epoch {state['epoch']}", flush=True)
+    return int(state["epoch"])
+
+
+def evaluate_or_exit(model: nn.Module, query_loader: DataLoader, gallery_loader: DataLoader, device: torch.device,
+                     flip: bool, when: str) -> dict[str, Any]:
+    """``evaluate``, with its data errors (an unreadable image, no true match) as one line."""
+    try:
+        return evaluate(model, query_loader, gallery_loader, device, flip=flip)
+    except ValueError as error:
+        raise SystemExit(f"error: evaluation {when}: {last_line(error)}") from None
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ from torch import nn
 from utils.io import load_checkpoint
 
 BACKBONE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048}
-ARCHITECTURE = "ReIDNet"
-CONFIG_KEYS = ("architecture", "backbone", "num_classes", "feat_dim")
 
 
 def one_line(error: Exception, limit: int = 240) -> str:
@@ -64,6 +62,29 @@ def load_backbone_state(backbone_module: nn.Module, state_dict: dict[str, Any], 
         raise ValueError(f"{source}: not a state dict of this ResNet backbone ({one_line(error)})") from None
 
 
+def load_pretrained_backbone(backbone_module: nn.Module, backbone: str, weights: str | os.PathLike | None = None) -> None:
+    """Start ``backbone_module`` (a torchvision ``backbone`` without its classifier) from ImageNet weights.
+
+    ``weights`` names a ResNet state dict file; without it, torchvision's own file must already sit in the
+    local torch hub cache (nothing is downloaded).
+
+    Raises:
+        FileNotFoundError: no such file (the message gives the path expected in the cache).
+        ValueError: the file is not a state dict of this ResNet.
+    """
+    if weights is not None:
+        load_backbone_state(backbone_module, load_checkpoint(weights), weights)
+        return
+    candidates = cached_imagenet_weight_paths(backbone)
+    for path in candidates:
+        if path.is_file():
+            load_backbone_state(backbone_module, load_checkpoint(path), path)
+            return
+    raise FileNotFoundError(
+        f"pretrained {backbone} ImageNet weights not in the local torch cache (expected {candidates[0]}); "
+        "copy torchvision's file there, pass --weights PATH, or drop --pretrained")
+
+
 class ReIDNet(nn.Module):
     """ResNet backbone + FC1 (embedding, batch-normalised) + FC2 (identity logits).
 
@@ -78,7 +99,7 @@ class ReIDNet(nn.Module):
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns ``(cat, logits, features)``: ``logits`` (B, num_classes),
     ``features`` (B, feat_dim) and ``cat = torch.cat([logits, features], 1)`` (B, num_classes + feat_dim).
-    Any H, W of at least 32 pixels works (the backbone ends with a global average pool).
+    H and W of at least 32 pixels (the backbone divides them by 32, then pools globally).
     """
 
     def __init__(
@@ -97,87 +118,25 @@ class ReIDNet(nn.Module):
             raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
         if int(feat_dim) != feat_dim or feat_dim < 1:
             raise ValueError(f"feat_dim: expected a positive integer, got {feat_dim!r}")
-        self.backbone_name = backbone
-        self.num_classes = int(num_classes)
-        self.feat_dim = int(feat_dim)
-
-        # weights=None: torchvision builds a randomly initialised network and never touches the network.
+        # weights=None: torchvision builds a randomly initialised network and downloads nothing.
         self.backbone = torchvision.models.get_model(backbone, weights=None)
-        self.backbone.fc = nn.Identity()
-        if weights is not None:
-            load_backbone_state(self.backbone, load_checkpoint(weights), weights)
-        elif pretrained:
-            self._load_cached_imagenet_weights()
-
-        self.fc1 = nn.Sequential(nn.Linear(BACKBONE_DIMS[backbone], self.feat_dim), nn.BatchNorm1d(self.feat_dim))
-        self.fc2 = nn.Linear(self.feat_dim, self.num_classes)
-        self._init_head()
-        # END SOLUTION
-
-    def _load_cached_imagenet_weights(self) -> None:
-        candidates = cached_imagenet_weight_paths(self.backbone_name)
-        for path in candidates:
-            if path.is_file():
-                load_backbone_state(self.backbone, load_checkpoint(path), path)
-                return
-        raise FileNotFoundError(
-            f"pretrained {self.backbone_name} ImageNet weights not in the local torch cache "
-            f"(expected {candidates[0]}); copy torchvision's file there, pass --weights PATH, or drop --pretrained"
-        )
-
-    def _init_head(self) -> None:
-        linear, batch_norm = self.fc1
-        nn.init.kaiming_normal_(linear.weight, mode="fan_out")
-        nn.init.zeros_(linear.bias)
-        nn.init.ones_(batch_norm.weight)
-        nn.init.zeros_(batch_norm.bias)
+        self.backbone.fc = nn.Identity()  # keep the globally pooled features, drop the ImageNet classifier
+        if pretrained or weights is not None:
+            load_pretrained_backbone(self.backbone, backbone, weights)
+        # No ReLU after FC1: the embedding may use the whole space, and its batch norm puts every
+        # dimension on the same scale, so that none dominates the Euclidean distance.
+        self.FC1 = nn.Sequential(nn.Linear(BACKBONE_DIMS[backbone], feat_dim), nn.BatchNorm1d(feat_dim))
+        self.FC2 = nn.Linear(feat_dim, num_classes)
+        nn.init.kaiming_normal_(self.FC1[0].weight, mode="fan_out")
+        nn.init.zeros_(self.FC1[0].bias)
         # Small logits at the start: the cross-entropy begins near log(num_classes) for every identity.
-        nn.init.normal_(self.fc2.weight, std=0.001)
-        nn.init.zeros_(self.fc2.bias)
+        nn.init.normal_(self.FC2.weight, std=0.001)
+        nn.init.zeros_(self.FC2.bias)
+        # END SOLUTION
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # BEGIN SOLUTION
-        pooled = self.backbone(x)
-        features = self.fc1(pooled)
-        logits = self.fc2(features)
+        features = self.FC1(self.backbone(x))
+        logits = self.FC2(features)
         return torch.cat([logits, features], 1), logits, features
         # END SOLUTION
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """What :meth:`from_config` needs to rebuild this network; store it in checkpoints."""
-        return {
-            "architecture": ARCHITECTURE,
-            "backbone": self.backbone_name,
-            "num_classes": self.num_classes,
-            "feat_dim": self.feat_dim,
-        }
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        state_dict: dict[str, torch.Tensor] | None = None,
-        source: str | os.PathLike = "checkpoint",
-    ) -> "ReIDNet":
-        """Rebuild a network from :attr:`config`, then load ``state_dict`` (strictly) when given.
-
-        The backbone starts random (no ImageNet file needed): the saved weights replace it.
-
-        Raises:
-            ValueError: the config or the state dict does not describe a ReIDNet (one line naming ``source``).
-        """
-        if not isinstance(config, dict) or config.get("architecture") != ARCHITECTURE:
-            raise ValueError(f"{source}: model config is not a {ARCHITECTURE} config (got {config!r:.120})")
-        if set(config) != set(CONFIG_KEYS):
-            raise ValueError(f"{source}: model config keys {sorted(config)} differ from {sorted(CONFIG_KEYS)}")
-        try:
-            model = cls(config["num_classes"], backbone=config["backbone"], feat_dim=config["feat_dim"])
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{source}: bad model config ({error})") from None
-        if state_dict is not None:
-            try:
-                model.load_state_dict(state_dict, strict=True)
-            except RuntimeError as error:
-                raise ValueError(f"{source}: weights do not match the model config ({one_line(error)})") from None
-        return model

@@ -23,12 +23,20 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from data import DISTRACTOR_ID, SPLIT_FOLDERS, Market1501  # noqa: E402
+from data import (  # noqa: E402
+    DISTRACTOR_ID,
+    JUNK_ID,
+    SPLIT_FOLDERS,
+    Market1501,
+    UnreadableImageError,
+    list_images,
+    parse_market_name,
+    read_image,
+)
 from utils.io import write_json_atomic  # noqa: E402
-from utils.synthetic_market import DEFAULT_ROOT, ensure_synthetic_market  # noqa: E402
-from utils.training import default_run_name  # noqa: E402
+from utils.run_folders import claim_run_folder  # noqa: E402
+from utils.synthetic_market import DEFAULT_ROOT, dataset_name, ensure_synthetic_market  # noqa: E402
 
 SCRIPT = "q1_plot_dataset"
 
@@ -36,15 +44,16 @@ SCRIPT = "q1_plot_dataset"
 def split_statistics(dataset: Market1501) -> dict[str, int]:
     """Identities (distractors excluded), images (junk excluded), cameras, distractor and junk images."""
     return {
-        "identities": len([pid for pid in dataset.unique_ids if pid != DISTRACTOR_ID]),
+        "identities": len(set(dataset.ids) - {DISTRACTOR_ID}),
         "images": len(dataset.imgs),
         "cameras": len(set(dataset.cameras)),
         "distractors": sum(pid == DISTRACTOR_ID for pid in dataset.ids),
-        "junk": len(dataset.junk),
+        "junk": sum(parse_market_name(path)[0] == JUNK_ID
+                    for path in list_images(dataset.root / SPLIT_FOLDERS[dataset.split])),
     }
 
 
-def plot_identities_by_camera(dataset: Market1501, path: Path, num_ids: int, seed: int) -> list[int]:
+def plot_identities_by_camera(dataset: Market1501, path: Path, num_ids: int, seed: int, title: str) -> list[int]:
     """Save the grid (``num_ids`` identities seen by the most cameras, drawn with ``seed``) x cameras;
     return the identities shown."""
     cameras = sorted(set(dataset.cameras))
@@ -52,7 +61,7 @@ def plot_identities_by_camera(dataset: Market1501, path: Path, num_ids: int, see
     for image_path, pid, camera in zip(dataset.imgs, dataset.ids, dataset.cameras):
         first_image.setdefault((pid, camera), image_path)
     coverage = {pid: sum((pid, camera) in first_image for camera in cameras)
-                for pid in dataset.unique_ids if pid != DISTRACTOR_ID}
+                for pid in sorted(set(dataset.ids) - {DISTRACTOR_ID})}
     # Prefer people seen by many cameras (the point of the figure); the seed picks among them.
     rng = np.random.default_rng(seed)
     candidates = sorted(coverage, key=lambda pid: (-coverage[pid], rng.random()))
@@ -65,15 +74,14 @@ def plot_identities_by_camera(dataset: Market1501, path: Path, num_ids: int, see
             axis.set_xticks([])
             axis.set_yticks([])
             if (pid, camera) in first_image:
-                with Image.open(first_image[(pid, camera)]) as image:
-                    axis.imshow(image.convert("RGB"))
+                axis.imshow(read_image(first_image[(pid, camera)]))
             else:
                 axis.set_facecolor((0.93, 0.93, 0.93))
             if row == 0:
                 axis.set_title(f"camera {camera}", fontsize=8)
             if column == 0:
                 axis.set_ylabel(f"id {pid}", fontsize=8)
-    figure.suptitle("Training identities (rows) across cameras (columns)", fontsize=9)
+    figure.suptitle(f"{title}: training identities (rows) across cameras (columns)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, int]]:
     args = parser.parse_args(argv)
     if args.num_ids <= 0:
         raise SystemExit(f"error: --num-ids must be > 0, got {args.num_ids}")
+    if args.seed < 0:
+        raise SystemExit(f"error: --seed must be >= 0, got {args.seed}")
     try:
         root = Path(args.data_root) if args.data_root else ensure_synthetic_market(DEFAULT_ROOT)
         splits = {split: Market1501(root, split) for split in SPLIT_FOLDERS}
@@ -101,16 +111,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, int]]:
 
     statistics = {split: split_statistics(dataset) for split, dataset in splits.items()}
     columns = ("identities", "images", "cameras", "distractors", "junk")
-    print(f"{root}\n{'split':<10}" + "".join(f"{name:>13}" for name in columns))
+    dataset = dataset_name(root)
+    print(f"{root} ({dataset})\n{'split':<10}" + "".join(f"{name:>13}" for name in columns))
     for split, numbers in statistics.items():
         print(f"{split:<10}" + "".join(f"{numbers[name]:>13}" for name in columns))
-    shared = set(splits["train"].unique_ids) & set(splits["gallery"].unique_ids) - {DISTRACTOR_ID}
+    shared = set(splits["train"].ids) & set(splits["gallery"].ids) - {DISTRACTOR_ID}
     print(f"identities shared by train and test: {len(shared)}")
 
-    output = Path(args.runs_dir) / SCRIPT / (args.run_name or default_run_name())
+    _, output = claim_run_folder(args.runs_dir, SCRIPT, args.run_name)
     figure_path = output / "identities_by_camera.png"
-    shown = plot_identities_by_camera(splits["train"], figure_path, 2 if args.dry_run else args.num_ids, args.seed)
-    write_json_atomic(output / "statistics.json", {"data_root": str(root), "splits": statistics,
+    try:
+        shown = plot_identities_by_camera(splits["train"], figure_path, 2 if args.dry_run else args.num_ids,
+                                          args.seed, dataset)
+    except UnreadableImageError as error:
+        raise SystemExit(f"error: {error}") from None
+    write_json_atomic(output / "statistics.json", {"data_root": str(root), "dataset": dataset, "splits": statistics,
                                                    "train_test_shared_identities": len(shared),
                                                    "identities_shown": shown})
     print(f"figure: {figure_path}")

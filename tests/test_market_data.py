@@ -1,4 +1,5 @@
-"""The synthetic Market-1501 generator (layout, protocol guarantees, determinism) and the Market1501 dataset."""
+"""The synthetic Market-1501 generator (layout, protocol guarantees, determinism), the Market1501 dataset, its
+transforms and the evaluation sets built on it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from data import Market1501
+from data import (
+    Market1501,
+    UnreadableImageError,
+    camera_of,
+    check_evaluation_sets,
+    dry_run_subsets,
+    ids_and_cameras,
+)
 from utils import synthetic_market
-from utils.synthetic_market import generate_market
+from utils.reid_transforms import evaluation_transform, train_transform
+from utils.synthetic_market import dataset_name, generate_market
 
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 # Written here from the Market-1501 description, independently of data.py's parser.
@@ -111,16 +121,18 @@ def test_cli_writes_a_set(tmp_path, capsys):
     synthetic_market.main([str(tmp_path / "cli"), "--ids", "2", "--images-per-id", "4", "--seed", "1"])
     assert "train images" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted([*FOLDERS.values(), "synthetic_market.json"])
+    assert dataset_name(tmp_path / "cli") == "synthetic Market-1501" and dataset_name(tmp_path) == "Market-1501"
 
 
 # --------------------------------------------------------------------------- Market1501
 @pytest.mark.parametrize("name, pid, camera", [
     ("0002_c1s1_000451_03.jpg", 2, 1), ("-1_c1s1_000000_00.jpg", -1, 1), ("0000_c6s3_087327_02.jpg", 0, 6),
     ("1501_c6s4_001877_03.jpg", 1501, 6), ("0431_c5s1_105373_04.jpg", 431, 5)])
-def test_get_id_and_camera_on_real_names(name, pid, camera):
+def test_get_id_and_camera_on_real_names(market, name, pid, camera):
+    dataset = Market1501(market, "train")
     for path in (name, f"/data/Market-1501-v15.09.15/bounding_box_test/{name}", Path("query") / name):
-        assert Market1501.get_id(path) == pid
-        assert Market1501.get_camera(path) == camera
+        assert dataset.get_id(path) == pid
+        assert camera_of(path) == camera
 
 
 @pytest.mark.parametrize("split", ["train", "query", "gallery"])
@@ -131,22 +143,58 @@ def test_market1501_matches_an_independent_parser(market, split):
     assert dataset.imgs == sorted(dataset.imgs)
     assert dataset.ids == [parse(name)[0] for name in sorted(files)]
     assert dataset.cameras == [parse(name)[1] for name in sorted(files)]
-    assert dataset.unique_ids == sorted({parse(name)[0] for name in files})
     assert len(dataset) == len(files)
-    junk = [name for name in listing(market)[split] if parse(name)[0] == -1]
-    assert sorted(Path(path).name for path in dataset.junk) == junk
-    for index in (0, len(dataset) // 2, len(dataset) - 1):
+    for index in range(len(dataset)):
         image, label = dataset[index]
-        assert dataset.unique_ids[label] == dataset.ids[index]
+        assert dataset.unique_ids[label] == dataset.get_id(dataset.imgs[index])
+    for index in (0, len(dataset) - 1):
         with Image.open(dataset.imgs[index]) as file:
-            assert np.array_equal(np.asarray(image), np.asarray(file.convert("RGB")))
+            assert np.array_equal(np.asarray(dataset[index][0]), np.asarray(file.convert("RGB")))
     shape, _ = Market1501(market, split, transform=lambda image: np.asarray(image).shape)[0]
     assert shape == (128, 64, 3)
 
 
+def test_labels_train_0_to_c_minus_1_and_one_map_for_query_and_gallery(market):
+    train = Market1501(market, "train")
+    assert train.unique_ids == sorted({parse(name)[0] for name in listing(market)["train"]})
+    assert sorted(set(train.labels)) == list(range(len(train.unique_ids)))
+    query, gallery = Market1501(market, "query"), Market1501(market, "gallery")
+    test_ids = {parse(name)[0] for split in ("query", "gallery") for name in listing(market)[split]} - {-1}
+    assert query.unique_ids == gallery.unique_ids == sorted(test_ids)
+    label_in_gallery = dict(zip(gallery.ids, gallery.labels))
+    assert all(label_in_gallery[pid] == label for pid, label in zip(query.ids, query.labels))
+
+
 def test_distractors_stay_in_the_gallery(market):
-    assert 0 in Market1501(market, "gallery").unique_ids
+    assert 0 in Market1501(market, "gallery").ids
     assert -1 not in Market1501(market, "gallery").ids
+
+
+def test_transforms_give_tensors_of_the_asked_size(market):
+    dataset = Market1501(market, "query", transform=evaluation_transform(64, 32))
+    image, _ = dataset[0]
+    assert image.shape == (3, 64, 32) and image.dtype == torch.float32
+    with Image.open(dataset.imgs[0]) as file:
+        pixels = torch.from_numpy(np.asarray(file.convert("RGB").resize((32, 64), Image.BILINEAR), dtype=np.float32))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = ((pixels / 255 - mean) / std).permute(2, 0, 1)
+    assert (image - expected).abs().mean() < 0.05  # antialiased vs plain bilinear resizing
+    assert torch.equal(dataset[0][0], image)  # no randomness at test time
+
+
+def test_train_transform_flips_shifts_and_erases():
+    image = Image.fromarray(np.arange(64 * 32 * 3, dtype=np.uint8).reshape(64, 32, 3))
+    plain = evaluation_transform(64, 32)(image)
+    flips = [torch.equal(train_transform(64, 32, padding=0, erasing=0.0)(image), plain.flip(2)) for _ in range(40)]
+    assert 5 < sum(flips) < 35, "the horizontal flip should happen about half of the time"
+    torch.manual_seed(0)
+    shifted = [train_transform(64, 32, padding=3, erasing=0.0)(image) for _ in range(20)]
+    assert all(tensor.shape == (3, 64, 32) for tensor in shifted)
+    assert any(not torch.equal(tensor, plain) and not torch.equal(tensor, plain.flip(2)) for tensor in shifted)
+    erased = train_transform(64, 32, padding=0, erasing=1.0)(image)
+    zero = (erased == 0).all(0)
+    rows, cols = zero.any(1), zero.any(0)
+    assert zero.sum() == rows.sum() * cols.sum() > 0, "random erasing blanks one rectangle"
 
 
 def make_root(tmp_path: Path) -> Path:
@@ -179,7 +227,7 @@ def test_bad_file_name_is_one_line_error(tmp_path):
         Market1501(root, "query")
     assert one_line(str(error.value)) and "person_2.jpg" in str(error.value)
     with pytest.raises(ValueError, match="person_2.jpg"):
-        Market1501.get_id("person_2.jpg")
+        camera_of("person_2.jpg")
 
 
 def test_non_images_are_ignored_and_corrupt_images_named(tmp_path):
@@ -190,7 +238,7 @@ def test_non_images_are_ignored_and_corrupt_images_named(tmp_path):
     corrupt = root / "bounding_box_train" / "0002_c2s1_000020_01.jpg"
     corrupt.write_bytes(b"truncated")
     dataset = Market1501(root, "train")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UnreadableImageError) as error:
         dataset[1]
     assert one_line(str(error.value)) and corrupt.name in str(error.value)
 
@@ -198,3 +246,26 @@ def test_non_images_are_ignored_and_corrupt_images_named(tmp_path):
 def test_unknown_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         Market1501(make_root(tmp_path), "test")
+
+
+# --------------------------------------------------------------------------- evaluation sets
+def test_dry_run_subsets_keep_the_queries_people(market):
+    query, gallery = Market1501(market, "query"), Market1501(market, "gallery")
+    small_query, small_gallery = dry_run_subsets(query, gallery)
+    assert small_query.imgs == query.imgs[:len(small_query)]
+    assert {parse(Path(p).name)[0] for p in small_query.imgs} <= {parse(Path(p).name)[0] for p in small_gallery.imgs}
+    assert small_gallery.imgs == sorted(small_gallery.imgs) and set(small_gallery.imgs) <= set(gallery.imgs)
+    image, label = small_gallery[1]
+    assert label == gallery[gallery.imgs.index(small_gallery.imgs[1])][1]
+    ids, cameras = ids_and_cameras(small_gallery)
+    assert ids.tolist() == [parse(Path(p).name)[0] for p in small_gallery.imgs]
+    assert cameras.tolist() == [parse(Path(p).name)[1] for p in small_gallery.imgs]
+
+
+def test_evaluation_sets_without_a_cross_camera_match_are_refused(tmp_path):
+    root = make_root(tmp_path)  # query person 1 is in the gallery, under its own camera only
+    with pytest.raises(ValueError, match="no query person appears in the gallery under another camera") as error:
+        check_evaluation_sets(Market1501(root, "query"), Market1501(root, "gallery"))
+    assert one_line(str(error.value))
+    Image.new("RGB", (64, 128)).save(root / "bounding_box_test" / "0001_c2s1_000020_01.jpg")
+    check_evaluation_sets(Market1501(root, "query"), Market1501(root, "gallery"))

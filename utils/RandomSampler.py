@@ -63,12 +63,9 @@ class RandomIdentitySampler(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        # BEGIN SOLUTION
         return self.num_batches * self.batch_size
-        # END SOLUTION
 
     def __iter__(self) -> Iterator[int]:
-        # BEGIN SOLUTION
         rng = np.random.default_rng([self.seed, self.epoch])
         identity_order = rng.permutation(self.num_identities)
         shortfall = self.num_batches * self.identities_per_batch - self.num_identities
@@ -80,4 +77,3 @@ class RandomIdentitySampler(Sampler[int]):
             images = self.indices_by_identity[identity]
             chosen = rng.choice(images, self.num_instances, replace=len(images) < self.num_instances)
             yield from chosen.tolist()
-        # END SOLUTION

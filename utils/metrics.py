@@ -1,36 +1,28 @@
-"""Exercise 2 Q6: the Market-1501 evaluation protocol, CMC and mAP, vectorised and exact.
+"""Exercise 2 Q6 (given, to explain): the Market-1501 evaluation protocol, CMC and mAP.
 
-Protocol (Zheng et al. 2015, as torchreid's ``eval_market1501`` implements it), for each query:
+For each query, the gallery is ranked by increasing distance (equal distances keep the gallery order, as a
+stable sort does), then:
 
-1. rank the gallery by increasing distance; equal distances keep gallery order (a stable sort);
-2. ignore gallery images with the query's identity *and* camera (the same shot seen again says nothing
-   about re-identification across cameras);
-3. skip the query if no true match (same identity, other camera) remains;
-4. CMC@k: 1 if a true match is among the first k remaining images; AP: the mean, over the true
-   matches, of the precision at each match, ``(true matches up to it) / (its position)``.
+1. gallery images of the query's person taken by the query's own camera are ignored: finding the same
+   shot again says nothing about re-identification across cameras;
+2. junk images (person id -1, false detections) are ignored; distractors (id 0) stay, as wrong answers;
+3. a query left without a true match (its person, another camera) is skipped;
+4. CMC@k is 1 when a true match is among the first k remaining images, and AP is the mean, over the true
+   matches, of the precision at each of them: (true matches up to it) / (its position).
 
-CMC is averaged over the evaluated queries, mAP is the mean of their APs.
+CMC is averaged over the evaluated queries and mAP is the mean of their APs. This is the AP of torchreid's
+``eval_market1501`` and of the "bag of tricks" code; the official MATLAB evaluation interpolates precision
+between true matches (trapezoids), which gives slightly different numbers.
 
-Why no sort: sorting a 3,368 x 15,913 distance matrix alone takes 2-3 s on two CPU cores, and a
-per-query Python loop about a minute. CMC and AP only need the positions of the true matches (about
-15 per query), and the position of true match j of query q is a count:
-
-    rank(q, j) = #{valid gallery k : d[q, k] < d[q, j]  or  (d[q, k] == d[q, j] and k < j)}.
-
-On the CPU each row is mapped by a *monotone* function (scale, shift, round) onto a few thousand bins
-spanning its true-match distances, and one histogram per row counts the items of every bin. A bin
-without a true match lies wholly between two consecutive true matches, so its items are placed
-exactly without looking at them again; only the items that share a bin with a true match (under 1 %
-at Market size with random distances) are placed one by one, by binary search on (distance, gallery
-index), which reproduces the stable order of ties. Massive ties (e.g. a collapsed embedding where
-every distance is equal) put every item in that slow lane: still exact, several times slower. Because the map is monotone, rounding can only make bins coarser, never
-misplace an item. On a GPU, ``torch.searchsorted`` against the sorted true-match distances does the
-same job. All methods are exact: they give torchreid's numbers with a stable sort.
+Why no sort: sorting every row of a Market-1501 distance matrix (3,368 x 15,913) costs about 4 s of CPU
+time, and a Python loop over the queries about a minute. Only the positions of the true matches matter,
+and the position of a true match is a count: 1 + the true matches before it + the other counted images
+before it. ``torch.searchsorted`` tells, for every gallery image, how many of its query's sorted true
+matches come before it; a histogram of that number then counts the images before each true match.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,372 +31,132 @@ import torch.nn.functional as F
 
 from utils.TripletLoss import pairwise_euclidean
 
-# Distance entries handled at once: on the CPU, ~0.5 M entries keep a chunk's temporaries near the
-# caches (measured fastest) instead of several copies of a 214 MB Market-size matrix; a GPU wants more.
-CHUNK_ENTRIES = 1 << 19
-GPU_CHUNK_ENTRIES = 1 << 23
-MAX_BINS_PER_ROW = 4096
-# (row, float32 distance, gallery index) packed into one int64 (7 + 32 + 24 bits) compares like the
-# triple: one np.searchsorted then places an item among all true matches of a chunk.
-KEY_ROW_BITS, KEY_GALLERY_BITS = 7, 24
-# float32 numbers in [2^23, 2^24) are exactly the integers: adding 2^23 rounds to an integer and the
-# bit pattern minus that of 2^23 *is* the integer, with no float-to-int conversion pass.
-FLOAT32_INTEGER_BASE = 2.0**23
-FLOAT32_INTEGER_BASE_BITS = 0x4B000000
-METHODS = ("auto", "binning", "search")
+JUNK_ID = -1
+# Distance entries handled at once: bounds the (rows, gallery) temporaries to a few MB.
+CHUNK_ENTRIES = 1 << 18
+# Bins per query row of true_matches_before (two of them for the values outside the true matches' range).
+BINS = 1024
 
 
-@dataclass
-class TrueMatches:
-    """The true matches of the evaluated queries, sorted in ranking order, and the ignored pairs.
-
-    Rows are the E evaluated queries (``queries`` gives their index in the distance matrix); R is the
-    largest number of true matches of one query.
-    """
-
-    queries: np.ndarray  # (E,) int64
-    distances: np.ndarray  # (E, R) ascending, ties by gallery index, padded with +inf
-    gallery: np.ndarray  # (E, R) int64 gallery indices, padded with G
-    counts: np.ndarray  # (E,) true matches per evaluated query
-    junk_rows: np.ndarray  # (J,) evaluated-row of each same-id-same-camera pair, ascending
-    junk_gallery: np.ndarray  # (J,) its gallery index
-
-
-def _index_vector(name: str, value: Any, length: int) -> np.ndarray:
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-    if array.dtype.kind not in "iub":
-        raise ValueError(f"{name}: expected integer ids, got dtype {array.dtype}")
-    if array.ndim != 1 or array.shape[0] != length:
-        raise ValueError(f"{name}: expected a 1-D array of length {length}, got shape {array.shape}")
-    return array.astype(np.int64, copy=False)
-
-
-def find_true_matches(
-    distances: np.ndarray | torch.Tensor,
-    q_ids: np.ndarray,
-    g_ids: np.ndarray,
-    q_cams: np.ndarray,
-    g_cams: np.ndarray,
-) -> TrueMatches:
-    """Join queries and gallery on the person id (never a (Q, G) mask) and sort each query's true matches.
-
-    Raises:
-        ValueError: no query has a true match, or a true-match distance is NaN.
-    """
-    # BEGIN SOLUTION
-    num_query, num_gallery = distances.shape
-    gallery_by_id = np.argsort(g_ids, kind="stable")
-    sorted_ids = g_ids[gallery_by_id]
-    first = np.searchsorted(sorted_ids, q_ids, "left")
-    same_id = np.searchsorted(sorted_ids, q_ids, "right") - first
-    pair_query = np.repeat(np.arange(num_query), same_id)
-    offset = np.arange(len(pair_query)) - np.repeat(np.cumsum(same_id) - same_id, same_id)
-    pair_gallery = gallery_by_id[np.repeat(first, same_id) + offset]
-    junk = q_cams[pair_query] == g_cams[pair_gallery]
-
-    match_query, match_gallery = pair_query[~junk], pair_gallery[~junk]
-    counts = np.bincount(match_query, minlength=num_query)
-    queries = np.flatnonzero(counts)
-    if len(queries) == 0:
-        raise ValueError("compute_cmc_map: no query has a true match (same id, other camera) in the gallery")
-    evaluated_row = np.full(num_query, -1)
-    evaluated_row[queries] = np.arange(len(queries))
-
-    if isinstance(distances, torch.Tensor):
-        index = torch.from_numpy(match_query).to(distances.device), torch.from_numpy(match_gallery).to(distances.device)
-        values = distances[index].cpu().numpy()
-    else:
-        values = distances[match_query, match_gallery]
-    if np.isnan(values).any():
-        raise ValueError("distmat: contains NaN distances")
-    width = int(counts.max())
-    slot = np.arange(len(match_query)) - (np.cumsum(counts) - counts)[match_query]
-    sorted_distances = np.full((len(queries), width), np.inf, dtype=values.dtype)
-    sorted_gallery = np.full((len(queries), width), num_gallery, dtype=np.int64)
-    sorted_distances[evaluated_row[match_query], slot] = values
-    sorted_gallery[evaluated_row[match_query], slot] = match_gallery
-    # Gallery indices already ascend within each query, so a stable sort yields (distance, index) order.
-    order = np.argsort(sorted_distances, axis=1, kind="stable")
-
-    junk_rows = evaluated_row[pair_query[junk]]
-    kept = junk_rows >= 0
-    return TrueMatches(
-        queries=queries,
-        distances=np.take_along_axis(sorted_distances, order, 1),
-        gallery=np.take_along_axis(sorted_gallery, order, 1),
-        counts=counts[queries],
-        junk_rows=junk_rows[kept],
-        junk_gallery=pair_gallery[junk][kept],
-    )
-    # END SOLUTION
-
-
-def _ranking_keys(rows: np.ndarray, distances: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """int64 keys ordered like the triples (row, distance, gallery index), for float32 distances (n,)."""
-    # + 0 turns -0.0 into +0.0: equal as distances, so they must get equal keys.
-    bits = (distances + np.float32(0)).view(np.int32)
-    # Flipping the magnitude bits of negative floats makes signed-integer order the float order.
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    keys = rows.astype(np.int64) << 32
-    keys += ordered
-    keys += 1 << 31
-    keys <<= KEY_GALLERY_BITS
-    keys += gallery
-    return keys
-
-
-def _rank_chunk_by_binning(
-    distances: np.ndarray,
-    match_distances: np.ndarray,
-    match_gallery: np.ndarray,
-    counts: np.ndarray,
-    junk_rows: np.ndarray,
-    junk_gallery: np.ndarray,
-) -> np.ndarray:
-    """Ranks (C, R) of the true matches of C queries from their distance rows (C, G); see the module doc."""
-    distances = np.ascontiguousarray(distances)
-    num_rows, num_gallery = distances.shape
-    width = match_distances.shape[1]
-    bins = int(np.clip(num_gallery // 8, 16, MAX_BINS_PER_ROW))
-    with np.errstate(invalid="ignore"):  # inf - inf in the sum only sends us to the exact check
-        maybe_nan = np.isnan(distances.sum())
-    if maybe_nan and np.isnan(distances).any():
-        raise ValueError("distmat: contains NaN distances")
-
-    # Per row, the finite true-match distances [low, high] go to bins 1 .. bins-2; below and above
-    # them, bins 0 and bins-1. Row r owns the integers r*bins .. r*bins + bins - 1.
-    real = np.arange(width) < counts[:, None]
-    finite = real & np.isfinite(match_distances)
-    low = np.where(finite, match_distances, np.inf).min(1).astype(np.float64)
-    high = np.where(finite, match_distances, -np.inf).max(1).astype(np.float64)
-    low[~finite.any(1)], high[~finite.any(1)] = 0.0, 0.0
-    # A floor on the span keeps scale * distance within float32's exact range when all matches coincide.
-    span = np.maximum(high - low, np.maximum(np.abs(low), np.abs(high)) * 2.0**-12)
-    span[span == 0] = 1.0
-    scale = ((bins - 3) / span).astype(np.float32)[:, None]
-    row_start = FLOAT32_INTEGER_BASE + np.arange(num_rows, dtype=np.float64)[:, None] * bins
-    shift = (row_start + 1.0 - low[:, None] * scale).astype(np.float32)
-    lowest, highest = row_start.astype(np.float32), (row_start + bins - 1).astype(np.float32)
-
-    def to_bins(values: np.ndarray) -> np.ndarray:
-        # Every step is monotone and the same for items and true matches: equal inputs, equal bins.
-        mapped = np.multiply(values, scale, out=np.empty(values.shape, np.float32), casting="unsafe")
-        np.add(mapped, shift, out=mapped)
-        np.clip(mapped, lowest, highest, out=mapped)
-        return np.subtract(mapped.view(np.int32), FLOAT32_INTEGER_BASE_BITS, dtype=np.int64)
-
-    match_bins = to_bins(match_distances)
-    real_bins = match_bins[real]
-    has_match = np.zeros(num_rows * bins, dtype=bool)
-    has_match[real_bins] = True
-    item_bins = to_bins(distances).ravel()
-    items_per_bin = np.bincount(item_bins, minlength=num_rows * bins)
-    # A bin without a true match lies wholly before or after each true match: its items precede true
-    # match s exactly when the bin comes before s's bin.
-    items_per_bin[has_match] = 0
-    bin_in_row = match_bins - np.arange(num_rows)[:, None] * bins
-    items_before = np.take_along_axis(np.cumsum(items_per_bin.reshape(num_rows, bins), 1), bin_in_row, 1)
-
-    # The real true matches, flattened row after row, are in bin order: the matches of flat bin b are
-    # flat_distances[first_in_bin[b] : first_in_bin[b] + matches_in_bin[b]].
-    flat_distances, flat_gallery = match_distances[real], match_gallery[real]
-    matches_in_bin = np.bincount(real_bins, minlength=num_rows * bins)
-    first_in_bin = np.cumsum(matches_in_bin) - matches_in_bin
-
-    row_first = first_in_bin[np.arange(num_rows) * bins]
-    packed = distances.dtype == np.float32 and num_gallery <= 1 << KEY_GALLERY_BITS and num_rows <= 1 << KEY_ROW_BITS
-    if packed:
-        match_keys = _ranking_keys(np.nonzero(real)[0], flat_distances, flat_gallery)
-
-    def matches_at_or_before(rows: np.ndarray, gallery: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """For items (rows, gallery) of distance ``value``: the flat index just past the last true match
-        (t, j) of their row with t < value or (t == value and j <= gallery), i.e. ties in distance follow
-        the gallery order and an item is its own tie."""
-        if packed:
-            return np.searchsorted(match_keys, _ranking_keys(rows, value, gallery), "right")
-        # float64 distances: the same search, vectorised over the items, within each item's bin.
-        item_bin = item_bins[rows * num_gallery + gallery]
-        low = first_in_bin[item_bin]
-        high = low + matches_in_bin[item_bin]
-        for _ in range(int(matches_in_bin.max(initial=0)).bit_length()):
-            middle = (low + high) >> 1
-            index = np.minimum(middle, len(flat_distances) - 1)
-            match_value, match_index = flat_distances[index], flat_gallery[index]
-            at_or_before = (match_value < value) | ((match_value == value) & (match_index <= gallery))
-            searching = low < high
-            low = np.where(searching & at_or_before, middle + 1, low)
-            high = np.where(searching & ~at_or_before, middle, high)
-        return low
-
-    # Items sharing a bin with a true match are placed one by one, as (distance, gallery index) pairs.
-    shared = np.take(has_match, item_bins).reshape(num_rows, num_gallery)
-    # (np.nonzero on 2-D masks and integer division are several times slower than these steps.)
-    shared_rows = np.repeat(np.arange(num_rows), np.count_nonzero(shared, axis=1))
-    shared_gallery = np.flatnonzero(shared) - shared_rows * num_gallery
-    shared_values = distances[shared]
-    # Row r's items land in buckets row_first[r] + r + p, p = how many of its true matches they follow:
-    # disjoint ranges, so one histogram serves all rows.
-    buckets = len(flat_distances) + num_rows
-    followed = np.bincount(
-        matches_at_or_before(shared_rows, shared_gallery, shared_values) + shared_rows, minlength=buckets
-    )
-    junk_values = distances[junk_rows, junk_gallery]
-    followed -= np.bincount(
-        matches_at_or_before(junk_rows, junk_gallery, junk_values) + junk_rows, minlength=buckets
-    )
-    # True match s is preceded by every item of its row that follows at most s true matches.
-    cumulative = np.concatenate([[0], np.cumsum(followed)])
-    row_bucket = row_first + np.arange(num_rows)
-    bucket_of_match = np.minimum(row_bucket[:, None] + np.arange(width) + 1, buckets)
-    shared_before = cumulative[bucket_of_match] - cumulative[row_bucket][:, None]
-    return items_before + shared_before
-
-
-def _rank_chunk_by_search(
-    distances: torch.Tensor,
-    match_distances: torch.Tensor,
-    match_gallery: torch.Tensor,
-    junk_rows: torch.Tensor,
-    junk_gallery: torch.Tensor,
-) -> torch.Tensor:
-    """Ranks (C, R) of the true matches of C queries, with ``torch.searchsorted`` (fast on a GPU)."""
-    distances = distances.contiguous()
-    num_rows, num_gallery = distances.shape
-    width = match_distances.shape[1]
-    if bool(torch.isnan(distances).any()):
-        raise ValueError("distmat: contains NaN distances")
-    # bucket[c, k]: how many true matches of row c are <= item k in the (distance, index) order.
-    bucket = torch.searchsorted(match_distances, distances, right=True)
-    previous = match_distances.gather(1, (bucket - 1).clamp_min(0))
-    tied = (bucket > 0) & (previous == distances)
-    if bool(tied.any()):
-        # Within a run of equal distances the order is the gallery index: place the tied items by
-        # integer keys (run number, gallery index), increasing along the flattened rows.
-        new_run = match_distances[:, 1:] != match_distances[:, :-1]
-        run = torch.cat([new_run.new_zeros(num_rows, 1), new_run], 1).long().cumsum(1)
-        row_span = width * (num_gallery + 1)
-        row_offset = torch.arange(num_rows, device=distances.device).unsqueeze(1) * row_span
-        match_keys = (run * (num_gallery + 1) + match_gallery + row_offset).flatten()
-        rows, items = torch.nonzero(tied, as_tuple=True)
-        item_keys = rows * row_span + run[rows, bucket[rows, items] - 1] * (num_gallery + 1) + items
-        bucket[rows, items] = torch.searchsorted(match_keys, item_keys, right=True) - rows * width
-    # Bucket `width` is past every true match: ignored items land there and count for nothing.
-    bucket[junk_rows, junk_gallery] = width
-    bucket_base = torch.arange(num_rows, device=distances.device).unsqueeze(1) * (width + 1)
-    histogram = torch.bincount((bucket + bucket_base).flatten(), minlength=num_rows * (width + 1))
-    return histogram.view(num_rows, width + 1).cumsum(1)[:, :width]
-
-
-def _rows(distances: np.ndarray | torch.Tensor, queries: np.ndarray) -> np.ndarray | torch.Tensor:
-    """The distance rows of ``queries``: a view when they are consecutive, else a copy."""
-    first, last = int(queries[0]), int(queries[-1])
-    if last - first + 1 == len(queries):
-        return distances[first : last + 1]
-    if isinstance(distances, torch.Tensor):
-        return distances.index_select(0, torch.from_numpy(queries).to(distances.device))
-    return distances[queries]
-
-
-def rank_true_matches(distances: np.ndarray | torch.Tensor, matches: TrueMatches, method: str) -> np.ndarray:
-    """(E, R) int64: number of valid gallery items ranked before each sorted true match (padding: garbage)."""
-    # BEGIN SOLUTION
-    num_evaluated, width = matches.distances.shape
-    if method == "search":
-        rows_per_chunk = max(1, GPU_CHUNK_ENTRIES // max(distances.shape[1], 1))
-    else:
-        rows_per_chunk = int(np.clip(CHUNK_ENTRIES // max(distances.shape[1], 1), 1, 1 << KEY_ROW_BITS))
-    junk_bounds = np.searchsorted(matches.junk_rows, np.arange(0, num_evaluated + rows_per_chunk, rows_per_chunk))
-    ranks = np.empty((num_evaluated, width), dtype=np.int64)
-    for chunk_index, start in enumerate(range(0, num_evaluated, rows_per_chunk)):
-        part = slice(start, start + rows_per_chunk)
-        junk = slice(junk_bounds[chunk_index], junk_bounds[chunk_index + 1])
-        chunk = _rows(distances, matches.queries[part])
-        junk_rows, junk_gallery = matches.junk_rows[junk] - start, matches.junk_gallery[junk]
-        if method == "search":
-            device = chunk.device
-            ranks[part] = _rank_chunk_by_search(
-                chunk,
-                torch.from_numpy(matches.distances[part]).to(device),
-                torch.from_numpy(matches.gallery[part]).to(device),
-                torch.from_numpy(junk_rows).to(device),
-                torch.from_numpy(junk_gallery).to(device),
-            ).cpu().numpy()
-        else:
-            ranks[part] = _rank_chunk_by_binning(
-                chunk, matches.distances[part], matches.gallery[part], matches.counts[part], junk_rows, junk_gallery
-            )
-    return ranks
-    # END SOLUTION
-
-
-def compute_cmc_map(
-    distmat: Any,
-    q_ids: Any,
-    g_ids: Any,
-    q_cams: Any,
-    g_cams: Any,
-    max_rank: int = 50,
-    method: str = "auto",
-) -> tuple[np.ndarray, float]:
+def compute_cmc_map(distmat: Any, q_ids: Any, g_ids: Any, q_cams: Any, g_cams: Any,
+                    max_rank: int = 50) -> tuple[np.ndarray, float]:
     """CMC curve and mAP of a query x gallery distance matrix under the Market-1501 protocol.
 
     Args:
         distmat: (Q, G) distances, smaller = more similar (numpy array or torch tensor).
-        q_ids, g_ids: (Q,), (G,) integer person ids.
-        q_cams, g_cams: (Q,), (G,) integer camera ids.
+        q_ids, g_ids: (Q,), (G,) integer person ids; q_cams, g_cams: (Q,), (G,) integer cameras.
         max_rank: length of the returned CMC curve.
-        method: ``"binning"`` (numpy, fastest on a CPU), ``"search"`` (torch, runs where ``distmat``
-            lives) or ``"auto"``: search for a CUDA tensor, binning otherwise. All give identical results.
 
     Returns:
         ``(cmc, mAP)``: ``cmc`` float64 array of length ``max_rank``, ``cmc[k]`` the fraction of evaluated
-        queries whose first true match is within the top k + 1 (constant past the gallery's end);
-        ``mAP`` in [0, 1].
+        queries whose first true match is within the top k + 1; ``mAP`` in [0, 1].
 
     Raises:
-        ValueError: bad shapes, dtypes or method, NaN distances, or no query with a true match (one line).
+        ValueError: bad shapes or dtypes, NaN distances, or no query with a true match (one line).
     """
-    # BEGIN SOLUTION
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    distmat, q_ids, g_ids, q_cams, g_cams = checked_inputs(distmat, q_ids, g_ids, q_cams, g_cams, max_rank)
+    first_positions, average_precisions = [], []
+    junk = g_ids == JUNK_ID
+    rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, distmat.shape[1]))
+    for start in range(0, len(distmat), rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        same_person = g_ids[None, :] == q_ids[rows, None]  # (C, G)
+        ignored = (same_person & (g_cams[None, :] == q_cams[rows, None])) | junk
+        true_match = same_person & ~ignored
+        other = ~same_person & ~ignored  # the wrong answers, distractors included
+        num_matches = true_match.sum(1)
+        if num_matches.max() == 0:
+            continue
+        distances = distmat[rows]
+        match_distances, match_index = sorted_true_matches(distances, true_match, num_matches)  # (C, R)
+        num_rows, width = match_distances.shape
+
+        # For every gallery image: how many true matches of its query rank before it (non-"other"
+        # images go to bucket `width`, past every true match, where they count for nothing).
+        before = true_matches_before(distances, match_distances, match_index, num_matches).masked_fill_(~other, width)
+        buckets = torch.arange(num_rows)[:, None] * (width + 1) + before
+        histogram = torch.bincount(buckets.flatten(), minlength=num_rows * (width + 1)).view(num_rows, width + 1)
+        # True match s (0-based) follows the s true matches before it and the other images that have
+        # at most s true matches before them.
+        positions = torch.arange(1, width + 1) + histogram.cumsum(1)[:, :width]  # 1-based ranks
+        precision = torch.arange(1, width + 1) / positions.double()
+        is_real = torch.arange(width) < num_matches[:, None]  # not padding
+        evaluated = num_matches > 0  # a query without a true match is skipped
+        average_precisions.append((precision * is_real).sum(1)[evaluated] / num_matches[evaluated])
+        first_positions.append(positions[evaluated, 0])
+    if not first_positions:
+        raise ValueError("compute_cmc_map: no query has a true match (same id, other camera) in the gallery")
+    first_position = torch.cat(first_positions)
+    cmc = (first_position[:, None] <= torch.arange(1, max_rank + 1)).double().mean(0)
+    return cmc.numpy(), float(torch.cat(average_precisions).mean())
+
+
+def sorted_true_matches(distances: torch.Tensor, true_match: torch.Tensor,
+                        num_matches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's true-match distances in ranking order (ties by gallery index) and their gallery indices,
+    both (C, R) with R the most true matches of a row, padded with +inf and G (after every real entry)."""
+    rows, columns = true_match.nonzero(as_tuple=True)  # row by row, columns ascending
+    slots = torch.arange(len(rows)) - (num_matches.cumsum(0) - num_matches)[rows]
+    shape = (len(distances), int(num_matches.max()))
+    match_distances = distances.new_full(shape, float("inf"))
+    match_index = torch.full(shape, distances.shape[1])
+    match_distances[rows, slots], match_index[rows, slots] = distances[rows, columns], columns
+    match_distances, order = match_distances.sort(dim=1, stable=True)
+    return match_distances, match_index.gather(1, order)
+
+
+def true_matches_before(distances: torch.Tensor, match_distances: torch.Tensor, match_index: torch.Tensor,
+                        num_matches: torch.Tensor) -> torch.Tensor:
+    """(C, G) int64: how many of its row's true matches rank before each gallery image.
+
+    A binary search of every image among its row's true matches (``torch.searchsorted``) would cost most of
+    the time, and most images do not need one. Each row maps its distances onto ``BINS`` bins by one
+    monotone function spanning its finite true-match distances (lower values in bin 0, higher ones in the
+    last bin): an image in a bin without a true match has exactly the true matches of the lower bins before
+    it. Only the images sharing a bin with a true match (a few percent) are placed by binary search.
+    """
+    is_real = torch.arange(match_distances.shape[1]) < num_matches[:, None]  # not padding
+    finite = is_real & torch.isfinite(match_distances)
+    low = torch.where(finite, match_distances, float("inf")).amin(1, keepdim=True).nan_to_num(posinf=0.0)
+    high = torch.where(finite, match_distances, float("-inf")).amax(1, keepdim=True).nan_to_num(neginf=0.0)
+    scale = torch.where(high > low, (BINS - 2) / (high - low), 1.0).clamp(max=1e30)
+
+    def to_bin(values: torch.Tensor) -> torch.Tensor:  # equal values, equal bins; larger values, later bins
+        return ((values - low) * scale).floor_().clamp_(-1, BINS - 2).long() + 1
+
+    matches_per_bin = torch.zeros(len(distances), BINS, dtype=torch.long)
+    matches_per_bin.scatter_add_(1, to_bin(match_distances), is_real.long())
+    image_bin = to_bin(distances)
+    before = (matches_per_bin.cumsum(1) - matches_per_bin).gather(1, image_bin)  # true matches in lower bins
+    rows, columns = (matches_per_bin > 0).gather(1, image_bin).nonzero(as_tuple=True)
+    values = distances[rows, columns, None]
+    exact = torch.searchsorted(match_distances[rows], values).squeeze(1)  # true matches at a smaller distance
+    # At an equal distance the smaller gallery index ranks first: add those tied true matches.
+    exact += ((match_distances[rows] == values) & (match_index[rows] < columns[:, None])).sum(1)
+    before[rows, columns] = exact
+    return before
+
+
+def checked_inputs(distmat: Any, q_ids: Any, g_ids: Any, q_cams: Any, g_cams: Any,
+                   max_rank: int) -> tuple[torch.Tensor, ...]:
+    """The inputs of :func:`compute_cmc_map` as CPU tensors, or a one-line ``ValueError`` naming the bad one."""
     if isinstance(max_rank, bool) or int(max_rank) != max_rank or max_rank < 1:
         raise ValueError(f"max_rank: expected a positive integer, got {max_rank!r}")
-    max_rank = int(max_rank)
-    on_gpu = isinstance(distmat, torch.Tensor) and distmat.device.type != "cpu"
-    if method == "auto":
-        method = "search" if on_gpu else "binning"
-    if method == "search":
-        distances = distmat.detach() if isinstance(distmat, torch.Tensor) else torch.from_numpy(np.asarray(distmat))
-        if distances.dtype not in (torch.float32, torch.float64):
-            # float64 holds every integer and float16 value exactly: the ranking is unchanged.
-            distances = distances.double()
-    else:
-        distances = distmat.detach().cpu().numpy() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
-        if distances.dtype != np.float32:
-            # Values that float32 holds exactly (integers, float16, float32 data stored as float64)
-            # rank identically in float32, where ties are resolved by the packed keys.
-            single = distances.astype(np.float32)
-            distances = single if np.array_equal(single, distances) else distances.astype(np.float64, copy=False)
-    if distances.ndim != 2:
+    distances = distmat.detach().cpu() if isinstance(distmat, torch.Tensor) else torch.from_numpy(np.asarray(distmat))
+    if distances.dim() != 2:
         raise ValueError(f"distmat: expected a 2-D (num_query, num_gallery) matrix, got shape {tuple(distances.shape)}")
-    num_query, num_gallery = distances.shape
-    q_ids = _index_vector("q_ids", q_ids, num_query)
-    q_cams = _index_vector("q_cams", q_cams, num_query)
-    g_ids = _index_vector("g_ids", g_ids, num_gallery)
-    g_cams = _index_vector("g_cams", g_cams, num_gallery)
-
-    matches = find_true_matches(distances, q_ids, g_ids, q_cams, g_cams)
-    ranks = rank_true_matches(distances, matches, method)
-
-    width = ranks.shape[1]
-    position = np.arange(1, width + 1)
-    is_match = position[None, :] <= matches.counts[:, None]
-    precision = np.where(is_match, position[None, :] / (ranks + 1.0), 0.0)
-    average_precision = precision.sum(1) / matches.counts
-    first_match = np.minimum(ranks[:, 0], max_rank)
-    cmc = np.cumsum(np.bincount(first_match, minlength=max_rank + 1)[:max_rank]) / len(matches.queries)
-    return cmc.astype(np.float64), float(average_precision.mean())
-    # END SOLUTION
+    if distances.dtype not in (torch.float32, torch.float64):
+        distances = distances.double()  # holds every float16 and every realistic integer exactly
+    if torch.isnan(distances).any():
+        raise ValueError("distmat: contains NaN distances")
+    vectors = []
+    for name, value, length in (("q_ids", q_ids, len(distances)), ("g_ids", g_ids, distances.shape[1]),
+                                ("q_cams", q_cams, len(distances)), ("g_cams", g_cams, distances.shape[1])):
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if array.dtype.kind not in "iub" or array.shape != (length,):
+            raise ValueError(f"{name}: expected {length} integers, got shape {array.shape} of {array.dtype}")
+        vectors.append(torch.from_numpy(array.astype(np.int64)))
+    return (distances.contiguous(), *vectors)
 
 
 def euclidean_distance_matrix(

@@ -41,6 +41,7 @@ IMAGE_HEIGHT, IMAGE_WIDTH = 128, 64
 NUM_CAMERAS = 6
 SPLIT_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 DEFAULT_ROOT = Path("data") / "synthetic-market1501"
+MARKER_FILE = "synthetic_market.json"  # written by the generator: how a synthetic set is told from the real one
 DEFAULTS = {"ids": 100, "images_per_id": 12, "distractor_fraction": 0.2, "junk_fraction": 0.25, "seed": 0}
 
 # Seed-sequence tags: every random draw is keyed by what it describes, so an identity looks the same
@@ -448,7 +449,7 @@ def generate_market(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         counts = _write_splits(staging, ids, images_per_id, distractor_fraction, junk_fraction, seed, show_progress)
-        (staging / "synthetic_market.json").write_text(json.dumps({
+        (staging / MARKER_FILE).write_text(json.dumps({
             "generator": "utils/synthetic_market.py", "ids": ids, "images_per_id": images_per_id,
             "distractor_fraction": distractor_fraction, "junk_fraction": junk_fraction, "seed": seed,
             "counts": counts}, indent=2) + "\n")
@@ -542,6 +543,12 @@ def render_junk(seed: int, index: int, camera: Camera, rng: np.random.Generator)
         draw_person(image, person, VIEWS[rng.integers(4)], IMAGE_WIDTH * rng.uniform(-0.2, 1.2),
                     rng.uniform(0.9, 2.0) * IMAGE_HEIGHT, body_height, rng.uniform(-1, 1))
     return finish_image(image, camera, rng.uniform(0.85, 1.15), rng)
+
+
+def dataset_name(root: str | os.PathLike) -> str:
+    """``"synthetic Market-1501"`` for a folder this generator wrote, ``"Market-1501"`` otherwise: every
+    figure and table says which one it shows."""
+    return "synthetic Market-1501" if (Path(root) / MARKER_FILE).is_file() else "Market-1501"
 
 
 def ensure_synthetic_market(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
