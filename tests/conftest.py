@@ -89,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     limits = Limits(memory_bytes=int(config.getoption("--memory-limit") * (1 << 30)))
     engine = GradingEngine(root, starter_root(config), seed=config.getoption("--grading-seed"),
                            jobs=config.getoption("--jobs"), limits=limits, time_limit=config.getoption("--time-limit"),
-                           hide=(TESTS_DIR, grades_dir), keep=config.getoption("--keep-workspaces"))
+                           hide=(REPO_ROOT, grades_dir), keep=config.getoption("--keep-workspaces"))
     student = config.getoption("--student") or root.name
     manual_path = config.getoption("--manual")
     manual = read_manual(Path(manual_path), student) if manual_path else {}

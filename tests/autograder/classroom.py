@@ -107,10 +107,12 @@ def grade_submission(submission: Path, out: Path, *, starter: Path | None, jobs:
                 root = project_root(submission)
         except (SubmissionProblem, OSError) as error:
             return failure(out, f"not graded: {error}")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--submission", str(root),
-                   "--grades-dir", str(out), "--jobs", str(jobs), "--student", student or student_name(submission),
-                   *(["--starter", str(starter)] if starter else []), *(["--manual", str(manual)] if manual else []),
-                   *(tests or [])]
+        # The grader's own pytest.ini and rootdir: a pytest.ini inside the submission must not be picked up.
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(GRADER_ROOT / "pytest.ini"),
+                   "--rootdir", str(GRADER_ROOT), f"--submission={root}", f"--grades-dir={out}", f"--jobs={jobs}",
+                   f"--student={student or student_name(submission)}",
+                   *([f"--starter={starter}"] if starter else []), *([f"--manual={manual}"] if manual else []),
+                   *(tests or ["tests/graded"])]
         try:
             done = subprocess.run(command, cwd=GRADER_ROOT, capture_output=True, timeout=timeout,
                                   start_new_session=True)

@@ -132,7 +132,8 @@ def python_paths() -> list[str]:
     import site
     import sysconfig
 
-    paths = {sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable)),
              sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
              *site.getsitepackages()}
     return sorted(os.path.realpath(path) for path in paths if os.path.isdir(path))

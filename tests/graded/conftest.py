@@ -10,9 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from autograder.engine import QuestionRun
 from autograder.points import QUESTION_BY_MODULE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The children compute with one thread; the references here too, so both sum in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ class TrainProbeNet(nn.Module):
     def __init__(self, num_classes: int, feat_dim: int = 6, **kwargs):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-        self.FC1 = nn.Sequential(nn.Linear(4, feat_dim), nn.BatchNorm1d(feat_dim))
+        self.FC1 = nn.Sequential(nn.Linear(4, feat_dim, bias=False), nn.BatchNorm1d(feat_dim))
         self.FC2 = nn.Linear(feat_dim, num_classes)
 
     def forward(self, x: torch.Tensor):

@@ -38,22 +38,23 @@ def mount(*arguments: str) -> None:
 
 
 def isolate_filesystem(hide: list, expose: list, scratch: str) -> None:
-    """In this child's own mount namespace (still root): empty mounts over ``hide``; and where a folder
-    above a path of ``expose`` (the Python installation) is closed to other users, a world-readable empty
-    mount over that folder with only the needed subfolders bound back into it."""
+    """In this child's own mount namespace (still root): an empty mount over each folder of ``hide`` (the
+    grader's repository, the grades); and over each folder, above a path of ``expose`` (the Python
+    installation), that is hidden or closed to other users, an empty world-readable mount into which only
+    the subfolders leading to ``expose`` are bound back."""
     mount("--make-rprivate", "/")
-    for path in hide:
-        if os.path.isdir(path):
-            mount("-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", path)
-    closed: dict = {}
+    hidden = {os.path.realpath(path) for path in hide if os.path.isdir(path)}
+    reopened: dict = {}
     for path in expose:
         parts = os.path.realpath(path).split(os.sep)
         for depth in range(1, len(parts)):
             folder = os.sep.join(parts[:depth]) or os.sep
-            if not os.stat(folder).st_mode & 0o001:
-                closed.setdefault(folder, set()).add(os.sep.join(parts[:depth + 1]))
+            if folder in hidden or not os.stat(folder).st_mode & 0o001:
+                reopened.setdefault(folder, set()).add(os.sep.join(parts[:depth + 1]))
                 break
-    for index, (folder, needed) in enumerate(sorted(closed.items())):
+    for folder in sorted(hidden - set(reopened)):
+        mount("-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", folder)
+    for index, (folder, needed) in enumerate(sorted(reopened.items())):
         stashed = []
         for number, path in enumerate(sorted(needed)):
             stash = os.path.join(scratch, f"{index}-{number}")
