@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from reference import models
@@ -29,7 +31,7 @@ def test_parameter_shapes_match_torchvision(run):
     for stem in ("imagenet", "cifar"):
         expected = models.parameter_shapes(models.torchvision_resnet18(stem))
         got = {tuple(shape) for shape in value[stem]["shapes"]}
-        counted = models.Counter(tuple(shape) for shape in value[stem]["shapes"])
+        counted = Counter(tuple(shape) for shape in value[stem]["shapes"])
         missing = sorted(set(expected) - got)
         assert counted == expected, (f"ResNet18(stem={stem!r}): parameter shapes differ from torchvision's"
                                      + (f" (missing e.g. {list(missing[0])})" if missing else ""))

@@ -9,6 +9,12 @@ import torchvision
 from torch import nn
 
 
+def torchvision_resnet(name: str) -> nn.Module:
+    """torchvision's ``name`` as built by ``get_model`` (shapes only, on the meta device)."""
+    with torch.device("meta"):
+        return torchvision.models.get_model(name, weights=None)
+
+
 def torchvision_resnet18(stem: str, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     """torchvision's resnet18 with conv1 replaced by the given stem for ``in_channels`` inputs.
 
@@ -37,19 +43,3 @@ def parameter_count(model: nn.Module) -> int:
 def parameter_shapes(model: nn.Module) -> Counter:
     """Multiset of parameter shapes (names differ between implementations, shapes do not)."""
     return Counter(tuple(p.shape) for p in model.parameters())
-
-
-def resnet_backbone_conv_parameters(name: str) -> int:
-    """Parameters of the convolutions of torchvision's ``name`` (the part a ReID backbone keeps)."""
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = torchvision.models.get_model(name, weights=None)
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
-
-
-def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Label-smoothed cross-entropy, one sample at a time: (1 - e) * -log p_y + e * mean_k(-log p_k)."""
-    terms = []
-    for row, label in zip(logits.double(), labels.tolist()):
-        log_probs = torch.log_softmax(row, dim=0)
-        terms.append((1 - smoothing) * -log_probs[label] + smoothing * -log_probs.mean())
-    return torch.stack(terms).mean()

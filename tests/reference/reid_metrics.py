@@ -35,21 +35,3 @@ def cmc_map_per_query_loop(distmat: np.ndarray, q_ids: np.ndarray, g_ids: np.nda
     if not all_ap:
         raise ValueError("no query has a true match in the gallery")
     return np.mean(np.asarray(all_cmc), axis=0), float(np.mean(all_ap))
-
-
-def random_case(seed: int, num_query: int = 12, num_gallery: int = 40, num_ids: int = 6,
-                ties: bool = False) -> dict[str, np.ndarray]:
-    """A random evaluation case: ids/cameras with same-camera matches, a query with no match, ties."""
-    rng = np.random.default_rng(seed)
-    q_ids = rng.integers(0, num_ids, num_query)
-    g_ids = rng.integers(0, num_ids, num_gallery)
-    q_cams = rng.integers(1, 4, num_query)
-    g_cams = rng.integers(1, 4, num_gallery)
-    # One query whose only gallery matches share its camera: it must be skipped.
-    q_ids[0], q_cams[0] = num_ids + 1, 1
-    g_ids[:2], g_cams[:2] = num_ids + 1, 1
-    if ties:
-        distmat = rng.integers(0, 4, (num_query, num_gallery)).astype(np.float32)
-    else:
-        distmat = rng.random((num_query, num_gallery)).astype(np.float32)
-    return {"distmat": distmat, "q_ids": q_ids, "g_ids": g_ids, "q_cams": q_cams, "g_cams": g_cams}

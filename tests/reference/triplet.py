@@ -28,60 +28,6 @@ def _positives_negatives(labels: np.ndarray, anchor: int) -> tuple[list[int], li
     return positives, negatives
 
 
-def softplus(x: float) -> float:
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-def batch_hard(features: np.ndarray, labels: np.ndarray, margin: float, soft_margin: bool = False) -> float:
-    """Per anchor with a positive and a negative: hardest positive, hardest negative; mean over anchors."""
-    d = distance_matrix(features)
-    losses = []
-    for a in range(len(labels)):
-        positives, negatives = _positives_negatives(labels, a)
-        if not positives or not negatives:
-            continue
-        d_ap = max(d[a, p] for p in positives)
-        d_an = min(d[a, n] for n in negatives)
-        losses.append(softplus(d_ap - d_an) if soft_margin else max(0.0, margin + d_ap - d_an))
-    return float(np.mean(losses)) if losses else 0.0
-
-
-def batch_all(features: np.ndarray, labels: np.ndarray, margin: float) -> float:
-    """Every valid (a, p, n); mean over the triplets with a loss > 0 (0 if none)."""
-    d = distance_matrix(features)
-    losses = []
-    for a in range(len(labels)):
-        positives, negatives = _positives_negatives(labels, a)
-        for p in positives:
-            for n in negatives:
-                loss = margin + d[a, p] - d[a, n]
-                if loss > 0:
-                    losses.append(loss)
-    return float(np.mean(losses)) if losses else 0.0
-
-
-def semi_hard(features: np.ndarray, labels: np.ndarray, margin: float) -> float:
-    """Per (a, p): the nearest negative with d_ap < d_an < d_ap + margin; mean over pairs that have one."""
-    d = distance_matrix(features)
-    losses = []
-    for a in range(len(labels)):
-        positives, negatives = _positives_negatives(labels, a)
-        for p in positives:
-            band = [d[a, n] for n in negatives if d[a, p] < d[a, n] < d[a, p] + margin]
-            if band:
-                losses.append(margin + d[a, p] - min(band))
-    return float(np.mean(losses)) if losses else 0.0
-
-
-def explicit_triplets(anchor: np.ndarray, positive: np.ndarray, negative: np.ndarray, margin: float) -> float:
-    """The TP's formula on row-aligned triplets, averaged: mean_i max(0, m + |a_i - p_i| - |a_i - n_i|)."""
-    losses = []
-    for a, p, n in zip(np.asarray(anchor, np.float64), np.asarray(positive, np.float64),
-                       np.asarray(negative, np.float64)):
-        losses.append(max(0.0, margin + math.sqrt(np.sum((a - p) ** 2)) - math.sqrt(np.sum((a - n) ** 2))))
-    return float(np.mean(losses))
-
-
 def closest_to_boundary(features: np.ndarray, labels: np.ndarray, margin: float) -> float:
     """Smallest gap between a candidate's distance and a mining threshold (d_ap, d_ap + m, hinge at 0).
 
@@ -96,9 +42,6 @@ def closest_to_boundary(features: np.ndarray, labels: np.ndarray, margin: float)
             for n in negatives:
                 gaps += [abs(d[a, n] - d[a, p]), abs(d[a, n] - d[a, p] - margin)]
     return min(gaps)
-
-
-MODES = {"batch_hard": batch_hard, "batch_all": batch_all, "semi_hard": semi_hard}
 
 
 class ReferenceTripletLoss(nn.Module):
