@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="K, images per identity in a batch; P = batch-size / K (default 4)")
     schedule.add_argument("--warmup-epochs", type=int, default=2, help="linear warm-up epochs (default 2)")
     schedule.add_argument("--milestones", type=int, nargs="*", default=None,
-                          help="epochs after which the lr is multiplied by --gamma (default: 70%% and 90%% of --epochs)")
+                          help="epochs after which the lr is multiplied by --gamma "
+                               "(default: 70%% and 90%% of --epochs)")
     schedule.add_argument("--gamma", type=float, default=0.1, help="step decay factor (default 0.1)")
     schedule.add_argument("--no-amp", action="store_true", help="disable mixed precision (only used on CUDA)")
     augmentation = parser.add_argument_group("augmentation (horizontal flip always on)")
@@ -271,7 +272,7 @@ def last_line(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_training_args(build_parser(), argv)
     check_arguments(args)
-    milestones = args.milestones if args.milestones is not None else [round(0.7 * args.epochs), round(0.9 * args.epochs)]
+    milestones = args.milestones if args.milestones is not None else [round(f * args.epochs) for f in (0.7, 0.9)]
     padding = args.padding if args.padding is not None else max(1, round(args.height / 25))
     device = resolve_device(args.device)
     seed_everything(args.seed)

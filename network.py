@@ -62,7 +62,8 @@ def load_backbone_state(backbone_module: nn.Module, state_dict: dict[str, Any], 
         raise ValueError(f"{source}: not a state dict of this ResNet backbone ({one_line(error)})") from None
 
 
-def load_pretrained_backbone(backbone_module: nn.Module, backbone: str, weights: str | os.PathLike | None = None) -> None:
+def load_pretrained_backbone(backbone_module: nn.Module, backbone: str,
+                             weights: str | os.PathLike | None = None) -> None:
     """Start ``backbone_module`` (a torchvision ``backbone`` without its classifier) from ImageNet weights.
 
     ``weights`` names a ResNet state dict file; without it, torchvision's own file must already sit in the

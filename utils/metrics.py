@@ -14,11 +14,12 @@ CMC is averaged over the evaluated queries and mAP is the mean of their APs. Thi
 ``eval_market1501`` and of the "bag of tricks" code; the official MATLAB evaluation interpolates precision
 between true matches (trapezoids), which gives slightly different numbers.
 
-Why no sort: sorting every row of a Market-1501 distance matrix (3,368 x 15,913) costs about 4 s of CPU
-time, and a Python loop over the queries about a minute. Only the positions of the true matches matter,
-and the position of a true match is a count: 1 + the true matches before it + the other counted images
-before it. ``torch.searchsorted`` tells, for every gallery image, how many of its query's sorted true
-matches come before it; a histogram of that number then counts the images before each true match.
+Why no sort: sorting every row of a Market-1501 distance matrix (3,368 x 15,913) costs seconds of CPU time,
+and a Python loop over the queries about a minute. Only the positions of the true matches matter, and the
+position of a true match is a count: 1 + the true matches before it + the other counted images before it.
+``true_matches_before`` tells, for every gallery image, how many of its query's sorted true matches come
+before it (coarse bins for most images, a binary search for the few that share a bin with a true match);
+a histogram of that number then counts the images before each true match.
 """
 
 from __future__ import annotations
