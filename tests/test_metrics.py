@@ -85,7 +85,7 @@ def test_equals_the_per_query_loop_on_random_cases(kind: str) -> None:
     assert compared >= 20
 
 
-@pytest.mark.parametrize("chunk_entries, bins", [(3000, 1024), (1, 4), (50_000, 3)])
+@pytest.mark.parametrize("chunk_entries, bins", [(3000, 4096), (1, 5), (50_000, 6)])
 def test_chunks_and_bins_do_not_change_the_result(chunk_entries: int, bins: int,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Chunks cut between query rows; few bins send most images to the exact search, many leave few there.
