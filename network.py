@@ -100,7 +100,7 @@ class ReIDNet(nn.Module):
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns ``(cat, logits, features)``: ``logits`` (B, num_classes),
     ``features`` (B, feat_dim) and ``cat = torch.cat([logits, features], 1)`` (B, num_classes + feat_dim).
-    H and W of at least 32 pixels (the backbone divides them by 32, then pools globally).
+    The backbone divides H and W by 32, then pools globally (``main.py`` asks for at least 16 pixels).
     """
 
     def __init__(

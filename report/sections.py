@@ -673,6 +673,10 @@ def is_raw_pixel_evaluation(run: Run) -> bool:
     return run.results is not None and bool(run.results.get("raw_pixels"))
 
 
+def render_answer_only(ctx: BuildContext, section: Section) -> str:
+    return ""
+
+
 def dataset_of(run: Run) -> str:
     """Which Market-1501 a run used, as the scripts name it (``synthetic Market-1501`` or ``Market-1501``)."""
     for source in (run.results, run.config, run.other_json.get("statistics.json")):

@@ -302,7 +302,7 @@ def one_line_exit(run, argv: list[str]) -> str:
     (["--batch-size", "1"], "multiple of --num-instances"),
     (["--batch-size", "4"], "at least 2 identities"),
     (["--seed", "-1"], "--seed"),
-    (["--height", "8"], "--height and --width must be >= 32"),
+    (["--height", "8"], "--height and --width must be >= 16"),
     (["--resume"], "--run-name"),
 ])
 def test_bad_flags_are_one_line_errors(tiny_root, tmp_path, flags, fragment):
