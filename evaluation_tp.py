@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip-test", action="store_true", help="embed the image only (default: + its mirror)")
     parser.add_argument("--num-queries", type=int, default=8, help="rows of the ranked-list figure (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto picks CUDA when available")
     parser.add_argument("--dry-run", action="store_true", help="a tiny evaluation (16 queries): checks the code path")
     parser.add_argument("--runs-dir", default="runs", help="output root (default runs/)")
     parser.add_argument("--run-name", default=None, help="output folder name (default: date and time)")

@@ -62,7 +62,8 @@ def load_backbone_state(backbone_module: nn.Module, state_dict: dict[str, Any], 
         raise ValueError(f"{source}: not a state dict of this ResNet backbone ({one_line(error)})") from None
 
 
-def load_pretrained_backbone(backbone_module: nn.Module, backbone: str, weights: str | os.PathLike | None = None) -> None:
+def load_pretrained_backbone(backbone_module: nn.Module, backbone: str,
+                             weights: str | os.PathLike | None = None) -> None:
     """Start ``backbone_module`` (a torchvision ``backbone`` without its classifier) from ImageNet weights.
 
     ``weights`` names a ResNet state dict file; without it, torchvision's own file must already sit in the
@@ -99,7 +100,7 @@ class ReIDNet(nn.Module):
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns ``(cat, logits, features)``: ``logits`` (B, num_classes),
     ``features`` (B, feat_dim) and ``cat = torch.cat([logits, features], 1)`` (B, num_classes + feat_dim).
-    H and W of at least 32 pixels (the backbone divides them by 32, then pools globally).
+    The backbone divides H and W by 32, then pools globally (``main.py`` asks for at least 16 pixels).
     """
 
     def __init__(

@@ -685,15 +685,86 @@ def is_raw_pixel_evaluation(run: Run) -> bool:
     return run.results is not None and bool(run.results.get("raw_pixels"))
 
 
+def render_answer_only(ctx: BuildContext, section: Section) -> str:
+    return ""
+
+
+def dataset_of(run: Run) -> str:
+    """Which Market-1501 a run used, as the scripts name it (``synthetic Market-1501`` or ``Market-1501``)."""
+    for source in (run.results, run.config, run.other_json.get("statistics.json")):
+        if isinstance(source, dict) and isinstance(source.get("dataset"), str):
+            return source["dataset"]
+    return "Market-1501 (real or synthetic: not recorded)"
+
+
+def ex2_fields(ctx: BuildContext) -> dict[str, str]:
+    """The numbers Exercise 2's answers quote as ``{placeholders}``, read from the latest logged runs.
+
+    ``q1_<split>_<column>``, ``q1_shared_identities`` and ``q1_dataset`` (q1_plot_dataset.py); ``q6_rank1``,
+    ``q6_map``..., ``q6_dataset``, ``q6_epochs``, ``q6_iterations``, ``q6_batches_per_epoch``, ``q6_p``, ``q6_k``,
+    ``q6_train_images``, ``q6_identities``, ``q6_random_batch_positives`` (main.py); ``q7_rank1``, ``q7_map``...
+    (evaluation_tp.py) and ``raw_rank1``, ``raw_map``... (its ``--raw-pixels`` baseline). Percentages have two
+    decimals.
+    """
+    fields: dict[str, str] = {}
+    statistics_run = ctx.index.select("q1_plot_dataset")
+    if statistics_run is not None:
+        statistics = statistics_run.other_json.get("statistics.json") or {}
+        for split, values in (statistics.get("splits") or {}).items():
+            fields.update({f"q1_{split}_{name}": count(value) for name, value in (values or {}).items()})
+        fields["q1_dataset"] = dataset_of(statistics_run)
+        if "train_test_shared_identities" in statistics:
+            fields["q1_shared_identities"] = count(statistics["train_test_shared_identities"])
+    runs = {"q6": ctx.index.select("main"), "q7": ctx.index.select("evaluation_tp", is_network_evaluation),
+            "raw": ctx.index.select("evaluation_tp", is_raw_pixel_evaluation)}
+    for prefix, run in runs.items():
+        if run is not None and run.results:
+            fields.update({f"{prefix}_{key.lower()}": percent(run.results.get(key)) for key, _ in RANKS})
+            fields[f"{prefix}_dataset"] = dataset_of(run)
+    trained = runs["q6"]
+    if trained is not None:
+        config = trained.config
+        if all(is_number(config.get(key)) for key in ("batches_per_epoch", "batch_size", "num_instances", "epochs")):
+            fields.update(q6_batches_per_epoch=count(config["batches_per_epoch"]), q6_k=count(config["num_instances"]),
+                          q6_p=count(config["batch_size"] // config["num_instances"]),
+                          q6_epochs=count(config["epochs"]),
+                          q6_iterations=count(config["batches_per_epoch"] * config["epochs"]))
+        fields.update({name: count(config[key]) for name, key in (("q6_train_images", "train_images"),
+                                                                 ("q6_identities", "num_classes"))
+                       if key in config})
+        images, identities, batch = (config.get(key) for key in ("train_images", "num_classes", "batch_size"))
+        if all(is_number(value) and value > 1 for value in (images, identities, batch)):
+            # The other images of the anchor's person among batch - 1 drawn at random, at the mean images per person.
+            fields["q6_random_batch_positives"] = f"{(batch - 1) * (images / identities - 1) / (images - 1):.2f}"
+    return fields
+
+
+def ex2_answer(ctx: BuildContext, section: Section) -> str:
+    """The section's answer with its ``{placeholders}`` filled from the runs (``**?**`` for a run not made yet)."""
+    path = ctx.answers_dir / (section.answer or "")
+    if not section.answer or not path.is_file():
+        return ctx.answer(section.answer, section.answer_required) if section.answer else ""
+    ctx.answers_used.add(section.answer)
+    text, unknown = fill_placeholders(strip_comments(path.read_text(encoding="utf-8")), ex2_fields(ctx))
+    if unknown:
+        text, _ = fill_placeholders(text, {name: "**?**" for name in unknown})
+        commands = [DATASET, MAIN, EVALUATE, RAW_PIXELS]
+        text = (f"> The numbers marked **?** come from runs not made yet ({ctx.commands_text(commands)}).\n\n"
+                + text)
+    return demote_headings(text, 3) + "\n"
+
+
 def render_ex2_q1(ctx: BuildContext, section: Section) -> str:
+    parts = [ex2_answer(ctx, section)]
     run = ctx.index.select("q1_plot_dataset")
     if run is None:
-        return ctx.missing("the dataset statistics and figure", *section.commands)
+        return "\n".join([*parts, ctx.missing("the dataset statistics and figure", *section.commands)])
     ctx.index.mark_used(section.title, run)
-    parts = [run_line(run)]
+    parts.append(run_line(run))
     statistics = run.other_json.get("statistics.json") or {}
     splits = statistics.get("splits") if isinstance(statistics.get("splits"), dict) else {}
     if splits:
+        parts.append(f"Splits of the **{dataset_of(run)}** (identities without distractors, images without junk):\n")
         parts.append(table(("split", *STATISTIC_COLUMNS),
                            ((split, *(values.get(name, "-") for name in STATISTIC_COLUMNS))
                             for split, values in splits.items() if isinstance(values, dict))))
@@ -704,12 +775,8 @@ def render_ex2_q1(ctx: BuildContext, section: Section) -> str:
         parts.append(f"> No `statistics.json` in this run: re-run {ctx.commands_text(section.commands)}.\n")
     for figure in run.figures:
         parts.append(ctx.copy_figure(figure, f"{section.key}_{figure.stem}{figure.suffix.lower()}",
-                                     "Training identities (rows) as seen by each camera (columns)"))
+                                     f"Training identities (rows) as seen by each camera (columns), {dataset_of(run)}"))
     return "\n".join(parts)
-
-
-def render_answer_only(ctx: BuildContext, section: Section) -> str:
-    return ""
 
 
 def results_row(label: str, results: dict[str, Any]) -> tuple[Any, ...]:
@@ -721,12 +788,14 @@ RANK_HEADER = ("model", *(f"{name} (%)" for _, name in RANKS), "queries", "galle
 
 
 def render_ex2_q6(ctx: BuildContext, section: Section) -> str:
+    parts = [ex2_answer(ctx, section)]
     run = ctx.index.select("main")
     if run is None:
-        return ctx.missing("the re-identification training", *section.commands)
+        return "\n".join([*parts, ctx.missing("the re-identification training", *section.commands)])
     ctx.index.mark_used(section.title, run)
     config = run.config
-    parts = [run_line(run)]
+    dataset = dataset_of(run)
+    parts.append(run_line(run))
     setting = ", ".join(f"{name} {config[name]}" for name in ("backbone", "height", "width", "epochs", "batch_size",
                                                                 "num_instances", "lr", "margin", "mining")
                         if name in config)
@@ -739,12 +808,13 @@ def render_ex2_q6(ctx: BuildContext, section: Section) -> str:
               ("rank-1 and mAP (test)", "%", series_of(run, ["Eval/rank1", "Eval/mAP"]), True)]
     panels = [panel for panel in panels if panel[2]]
     if panels:
-        path = figures.plot_panels(ctx.figure_path(f"{section.key}_training.png"), "Re-identification training",
-                                   panels)
+        path = figures.plot_panels(ctx.figure_path(f"{section.key}_training.png"),
+                                   f"Re-identification training, {dataset}", panels)
         source = "TensorBoard events" if run.event_files else "metrics.json"
-        parts.append(ctx.image(path, f"Training curves per epoch: each loss part, learning rate, training identity "
-                                     f"accuracy, rank-1 and mAP where evaluated (from {source})"))
+        parts.append(ctx.image(path, f"Training curves per epoch on the {dataset}: each loss part, learning rate, "
+                                     f"training identity accuracy, rank-1 and mAP where evaluated (from {source})"))
     if run.results and all(key in run.results for key, _ in RANKS):
+        parts.append(f"Test split of the **{dataset}**:\n")
         parts.append(table(RANK_HEADER, [results_row(f"{config.get('backbone', 'network')} (main.py)",
                                                      run.results)]))
     else:
@@ -757,9 +827,10 @@ def render_ex2_q7(ctx: BuildContext, section: Section) -> str:
     evaluation = ctx.index.select("evaluation_tp", is_network_evaluation)
     raw = ctx.index.select("evaluation_tp", is_raw_pixel_evaluation)
     trained = ctx.index.select("main")
-    parts, rows, cmc = [], [], {}
+    parts, rows, cmc, datasets = [ex2_answer(ctx, section)], [], {}, set()
     if trained is not None and trained.results and "rank1" in trained.results:
         rows.append(results_row("trained network, at the end of main.py", trained.results))
+        datasets.add(dataset_of(trained))
         if isinstance(trained.results.get("cmc"), list):
             cmc["trained (main.py)"] = trained.results["cmc"]
     if evaluation is None:
@@ -770,6 +841,7 @@ def render_ex2_q7(ctx: BuildContext, section: Section) -> str:
         if evaluation.results.get("checkpoint"):
             parts.append(f"Checkpoint: `{evaluation.results['checkpoint']}`.\n")
         rows.append(results_row("checkpoint reloaded by evaluation_tp.py", evaluation.results))
+        datasets.add(dataset_of(evaluation))
         if isinstance(evaluation.results.get("cmc"), list):
             cmc["reloaded checkpoint (evaluation_tp.py)"] = evaluation.results["cmc"]
     if raw is None:
@@ -777,22 +849,25 @@ def render_ex2_q7(ctx: BuildContext, section: Section) -> str:
     else:
         ctx.index.mark_used(section.title, raw)
         rows.append(results_row("raw pixels, nearest neighbour (no learning)", raw.results))
+        datasets.add(dataset_of(raw))
         if isinstance(raw.results.get("cmc"), list):
             cmc["raw pixels"] = raw.results["cmc"]
+    on = " and ".join(sorted(datasets))
     if rows:
+        parts.append(f"Test split of the **{on}**:\n")
         parts.append(table(RANK_HEADER, rows))
     if cmc:
-        path = figures.plot_cmc(ctx.figure_path(f"{section.key}_cmc.png"), "CMC curve", cmc)
-        parts.append(ctx.image(path, "CMC: fraction of queries whose first true match is within the top k"))
+        path = figures.plot_cmc(ctx.figure_path(f"{section.key}_cmc.png"), f"CMC curve, {on}", cmc)
+        parts.append(ctx.image(path, f"CMC on the {on}: fraction of queries whose first true match is in the top k"))
     elif evaluation is not None:
-        parts += [ctx.copy_figure(figure, f"{section.key}_cmc.png", "CMC curve")
+        parts += [ctx.copy_figure(figure, f"{section.key}_cmc.png", f"CMC curve, {on}")
                   for figure in evaluation.figures if figure.stem == "cmc"]
     if evaluation is not None:
         ranked = [figure for figure in evaluation.figures if figure.stem == "ranked_list"]
         for figure in ranked:
             parts.append(ctx.copy_figure(figure, f"{section.key}_ranked_list.png",
-                                         "Ranked lists: each query (grey) and its top-10 gallery images, framed "
-                                         "green for the same person and red otherwise"))
+                                         f"Ranked lists on the {dataset_of(evaluation)}: each query (grey) and its "
+                                         "top-10 gallery images, framed green for the same person and red otherwise"))
         if not ranked:
             parts.append(f"> No ranked-list figure in this run: re-run {ctx.commands_text([EVALUATE])}.\n")
     return "\n".join(parts)
@@ -841,13 +916,13 @@ EXERCISES: tuple[Chapter, ...] = (
     Chapter("Exercise 2 — person re-identification on Market-1501", (
         Section("ex2_q1", "Q1 — The dataset", render_ex2_q1, ("q1_plot_dataset",), (DATASET,),
                 answer="ex2_q1.md", answer_required=False, code=("exercise2/q1_plot_dataset.py",)),
-        Section("ex2_q2", "Q2 — The triplet loss", render_answer_only, answer="ex2_q2.md", answer_required=False,
+        Section("ex2_q2", "Q2 — The triplet loss", ex2_answer, answer="ex2_q2.md", answer_required=False,
                 code=("utils/TripletLoss.py",)),
-        Section("ex2_q3", "Q3 — The identity sampler", render_answer_only, answer="ex2_q3.md",
+        Section("ex2_q3", "Q3 — The identity sampler", ex2_answer, answer="ex2_q3.md",
                 code=("utils/RandomSampler.py",)),
-        Section("ex2_q4", "Q4 — The dataset class", render_answer_only, answer="ex2_q4.md", answer_required=False,
+        Section("ex2_q4", "Q4 — The dataset class", ex2_answer, answer="ex2_q4.md", answer_required=False,
                 code=("data.py",)),
-        Section("ex2_q5", "Q5 — The network and the loss", render_answer_only, answer="ex2_q5.md",
+        Section("ex2_q5", "Q5 — The network and the loss", ex2_answer, answer="ex2_q5.md",
                 code=("network.py", "loss.py")),
         Section("ex2_q6", "Q6 — Training and evaluation", render_ex2_q6, ("main",), (MAIN,), answer="ex2_q6.md",
                 code=("main.py", "utils/metrics.py")),

@@ -108,7 +108,8 @@ def test_train_writes_outputs_and_reload_gives_identical_numbers(trained, tiny_r
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set(EventAccumulator(str(run)).Reload().Tags()["scalars"])
-    assert {"Loss/triplet", "Loss/id", "Loss/total", "LearningRate", "Eval/rank1", "Eval/mAP", "Loss/total_step"} <= tags
+    expected = {"Loss/triplet", "Loss/id", "Loss/total", "LearningRate", "Eval/rank1", "Eval/mAP", "Loss/total_step"}
+    assert expected <= tags
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and {"model", "optimizer", "scheduler", "scaler"} <= set(state)
@@ -127,10 +128,10 @@ def test_train_writes_outputs_and_reload_gives_identical_numbers(trained, tiny_r
 
 def test_resumed_run_equals_uninterrupted_run(tiny_root, tmp_path):
     # One DataLoader worker: the augmentation drawn in a worker process must replay too.
-    full = reid_main.main(train_args(tiny_root, tmp_path, "full", "--epochs", "2", "--workers", "1", "--erasing", "0.5"))
-    reid_main.main(train_args(tiny_root, tmp_path, "split", "--epochs", "1", "--workers", "1", "--erasing", "0.5"))
-    resumed = reid_main.main(train_args(tiny_root, tmp_path, "split", "--epochs", "2", "--resume", "--workers", "1",
-                                        "--erasing", "0.5"))
+    augmented = ["--workers", "1", "--erasing", "0.5"]
+    full = reid_main.main(train_args(tiny_root, tmp_path, "full", "--epochs", "2", *augmented))
+    reid_main.main(train_args(tiny_root, tmp_path, "split", "--epochs", "1", *augmented))
+    resumed = reid_main.main(train_args(tiny_root, tmp_path, "split", "--epochs", "2", "--resume", *augmented))
     assert resumed == full
     weights = [torch.load(tmp_path / "checkpoints" / "main" / f"{name}.pt", weights_only=True)["model"]
                for name in ("full", "split")]
@@ -301,11 +302,12 @@ def one_line_exit(run, argv: list[str]) -> str:
     (["--batch-size", "1"], "multiple of --num-instances"),
     (["--batch-size", "4"], "at least 2 identities"),
     (["--seed", "-1"], "--seed"),
-    (["--height", "8"], "--height and --width must be >= 32"),
+    (["--height", "8"], "--height and --width must be >= 16"),
     (["--resume"], "--run-name"),
 ])
 def test_bad_flags_are_one_line_errors(tiny_root, tmp_path, flags, fragment):
-    argv = ["--data-root", str(tiny_root), *TINY, "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), *flags]
+    argv = ["--data-root", str(tiny_root), *TINY, "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path),
+            *flags]
     assert fragment in one_line_exit(reid_main.main, argv)
 
 
@@ -400,3 +402,23 @@ def test_q1_on_a_corrupt_jpeg_is_one_line(tmp_path):
     argv = ["--data-root", str(root), "--runs-dir", str(tmp_path)]
     assert "not a readable image" in one_line_exit(q1_plot_dataset.main, argv)
     assert "--seed" in one_line_exit(q1_plot_dataset.main, [*argv, "--seed", "-1"])
+
+
+def test_the_gpu_command_is_the_same_in_readme_and_docstring_and_parses():
+    def command(text: str) -> list[str]:
+        start = text.index("python main.py --data-root data/Market-1501-v15.09.15 --backbone resnet50")
+        lines = []
+        for line in text[start:].splitlines():
+            lines.append(line.split("#")[0].strip().rstrip("\\").strip())
+            if not line.rstrip().split("#")[0].rstrip().endswith("\\"):
+                break
+        return " ".join(lines).split()
+
+    in_docstring = command(reid_main.__doc__.replace("\\\\", "\\"))
+    in_readme = command((REPO / "README.md").read_text())
+    assert in_docstring == in_readme
+    args = reid_main.build_parser().parse_args(in_readme[2:])
+    assert (args.backbone, args.height, args.width, args.pretrained) == ("resnet50", 256, 128, True)
+    # The iteration count both texts state: 751 Market-1501 training identities, P = 16 per batch.
+    assert args.epochs * -(-751 // (args.batch_size // args.num_instances)) == 22_090
+    assert "22,090 iterations" in reid_main.__doc__ and "22,090 iterations" in (REPO / "README.md").read_text()

@@ -14,11 +14,12 @@ CMC is averaged over the evaluated queries and mAP is the mean of their APs. Thi
 ``eval_market1501`` and of the "bag of tricks" code; the official MATLAB evaluation interpolates precision
 between true matches (trapezoids), which gives slightly different numbers.
 
-Why no sort: sorting every row of a Market-1501 distance matrix (3,368 x 15,913) costs about 4 s of CPU
-time, and a Python loop over the queries about a minute. Only the positions of the true matches matter,
-and the position of a true match is a count: 1 + the true matches before it + the other counted images
-before it. ``torch.searchsorted`` tells, for every gallery image, how many of its query's sorted true
-matches come before it; a histogram of that number then counts the images before each true match.
+Why no sort: sorting every row of a Market-1501 distance matrix (3,368 x 15,913) costs seconds of CPU time,
+and a Python loop over the queries about a minute. Only the positions of the true matches matter, and the
+position of a true match is a count: 1 + the true matches before it + the other counted images before it.
+``true_matches_before`` tells, for every gallery image, how many of its query's sorted true matches come
+before it (coarse bins for most images, a binary search for the few that share a bin with a true match);
+a histogram of that number then counts the images before each true match.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from utils.TripletLoss import pairwise_euclidean
 JUNK_ID = -1
 # Distance entries handled at once: bounds the (rows, gallery) temporaries to a few MB.
 CHUNK_ENTRIES = 1 << 18
-# Bins per query row of true_matches_before (two of them for the values outside the true matches' range).
-BINS = 1024
+# Bins per query row in true_matches_before (at least 5: two hold the values outside the true matches' range).
+BINS = 4096
 
 
 def compute_cmc_map(distmat: Any, q_ids: Any, g_ids: Any, q_cams: Any, g_cams: Any,
@@ -119,20 +120,26 @@ def true_matches_before(distances: torch.Tensor, match_distances: torch.Tensor, 
     finite = is_real & torch.isfinite(match_distances)
     low = torch.where(finite, match_distances, float("inf")).amin(1, keepdim=True).nan_to_num(posinf=0.0)
     high = torch.where(finite, match_distances, float("-inf")).amax(1, keepdim=True).nan_to_num(neginf=0.0)
-    scale = torch.where(high > low, (BINS - 2) / (high - low), 1.0).clamp(max=1e30)
+    # [low, high] maps to [2, BINS - 2]: lower values fall in bin 0, higher ones in the last bin, and the
+    # spare bin on each side keeps float rounding from putting a true match in those two crowded bins.
+    scale = torch.where(high > low, (BINS - 4) / (high - low), 1.0).clamp(max=1e30)
 
-    def to_bin(values: torch.Tensor) -> torch.Tensor:  # equal values, equal bins; larger values, later bins
-        return ((values - low) * scale).floor_().clamp_(-1, BINS - 2).long() + 1
+    def to_bin(values: torch.Tensor) -> torch.Tensor:
+        # Each step is one correctly rounded, non-decreasing operation, the same for every element: equal
+        # values get equal bins and a larger value never a smaller bin (a fused multiply-add could round
+        # differently in vectorised and scalar code).
+        return values.sub(low).mul_(scale).add_(2).floor_().clamp_(0, BINS - 1).long()
 
     matches_per_bin = torch.zeros(len(distances), BINS, dtype=torch.long)
     matches_per_bin.scatter_add_(1, to_bin(match_distances), is_real.long())
-    image_bin = to_bin(distances)
-    before = (matches_per_bin.cumsum(1) - matches_per_bin).gather(1, image_bin)  # true matches in lower bins
-    rows, columns = (matches_per_bin > 0).gather(1, image_bin).nonzero(as_tuple=True)
-    values = distances[rows, columns, None]
-    exact = torch.searchsorted(match_distances[rows], values).squeeze(1)  # true matches at a smaller distance
+    # Per bin: the true matches in the lower bins, or -1 where the bin holds a true match itself.
+    matches_below = (matches_per_bin.cumsum(1) - matches_per_bin).masked_fill_(matches_per_bin > 0, -1)
+    before = matches_below.gather(1, to_bin(distances))
+    rows, columns = (before < 0).nonzero(as_tuple=True)
+    values, row_matches = distances[rows, columns, None], match_distances[rows]
+    exact = torch.searchsorted(row_matches, values).squeeze(1)  # true matches at a smaller distance
     # At an equal distance the smaller gallery index ranks first: add those tied true matches.
-    exact += ((match_distances[rows] == values) & (match_index[rows] < columns[:, None])).sum(1)
+    exact += ((row_matches == values) & (match_index[rows] < columns[:, None])).sum(1)
     before[rows, columns] = exact
     return before
 

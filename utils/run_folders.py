@@ -27,7 +27,8 @@ def check_writable(folder: str | os.PathLike, flag: str) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise SystemExit(f"error: {flag} {folder}: cannot write there ({error.strerror or type(error).__name__})") from None
+        reason = error.strerror or type(error).__name__
+        raise SystemExit(f"error: {flag} {folder}: cannot write there ({reason})") from None
     return folder
 
 
