@@ -62,7 +62,8 @@ def _span(node: ast.AST) -> tuple[int, int]:
 
 def _body_start(node: ast.AST) -> int:
     first = node.body[0]
-    docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+        and isinstance(first.value.value, str)
     return (node.body[1] if docstring and len(node.body) > 1 else first).lineno - 1
 
 
@@ -298,7 +299,8 @@ def test_reports_are_written_and_reproducible(report):
     assert len(rows) == 2 * len(names) * (len(names) - 1) // 2
     flagged = {(row["kind"], row["student_a"], row["student_b"]) for row in rows if row["flagged"] == "1"}
     assert flagged == {(kind, a, b) for kind in ("code", "written") for a, b in COPIES}
-    students = {row["student"]: row for row in csv.DictReader(io.StringIO((out / "similarity_students.csv").read_text()))}
+    students = {row["student"]: row
+                for row in csv.DictReader(io.StringIO((out / "similarity_students.csv").read_text()))}
     assert sorted(students) == names
     assert students["alice"]["code_flagged_with"] == "xavier" and students["yann"]["written_flagged_with"] == "david"
     assert students["zoe"]["code_similarity"] == "" and students["bruno"]["code_flagged_with"] == ""

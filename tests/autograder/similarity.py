@@ -57,6 +57,7 @@ COMMON_MIN = 4  # ... once at least this many versions hold them (a copy shared 
 MIN_MATCH = 120  # characters of normalised text a flagged pair must share at least
 THRESHOLD = 0.5
 MAX_FILE_BYTES = 512 << 10
+RANKED_IN_TEXT, RANKED_IN_HTML = 20, 200  # pairs in the tables (all of them in the CSV)
 DETAILS_PER_KIND = 8  # pairs shown in full in the HTML besides the flagged ones
 CONTEXT_LINES = 2
 
@@ -116,9 +117,10 @@ def submissions_in(class_dir: Path, scratch: Path) -> tuple[dict[str, Path], dic
     return roots, problems
 
 
-def read_text(path: Path) -> str | None:
-    """A file's text (bounded, undecodable bytes replaced), or None when it is missing or a link."""
-    if path.is_symlink() or not path.is_file():
+def read_text(root: Path, relpath: str) -> str | None:
+    """``root/relpath``'s text (bounded, undecodable bytes replaced); None when missing, a link or outside ``root``."""
+    path = root / relpath
+    if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
         return None
     with path.open("rb") as handle:
         return handle.read(MAX_FILE_BYTES).decode("utf-8", "replace")
@@ -184,8 +186,8 @@ def versions_of(relpath: str, owns: dict[str, tuple[str, list[int] | None]], boi
 def code_versions(roots: dict[str, Path], starter: Path) -> dict[str, dict[str, Version]]:
     by_file = {}
     for relpath in CODE_FILES:
-        given = read_text(starter / relpath) or ""
-        texts = {name: read_text(root / relpath) for name, root in roots.items()}
+        given = read_text(starter, relpath) or ""
+        texts = {name: read_text(root, relpath) for name, root in roots.items()}
         owns = {name: own_code(text, given) for name, text in texts.items() if text is not None}
         by_file[relpath] = versions_of(relpath, owns, [given], CODE_K, code=True)
     return by_file
@@ -194,8 +196,9 @@ def code_versions(roots: dict[str, Path], starter: Path) -> dict[str, dict[str, 
 def answer_versions(roots: dict[str, Path], starter: Path) -> dict[str, dict[str, Version]]:
     by_file = {}
     for written in WRITTEN:
-        owns = {name: (normalise_prose(extract_answer(root, written, starter)[0]), None) for name, root in roots.items()}
-        question = [normalise_prose(read_text(starter / written.answer_file) or ""), normalise_prose(written.prompt)]
+        owns = {name: (normalise_prose(extract_answer(root, written, starter)[0]), None)
+                for name, root in roots.items()}
+        question = [normalise_prose(read_text(starter, written.answer_file) or ""), normalise_prose(written.prompt)]
         by_file[written.answer_file] = versions_of(written.answer_file, owns, question, TEXT_K, code=False)
     return by_file
 
@@ -235,34 +238,45 @@ def percent(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def ranking_markdown(title: str, pairs: list[Pair], files: tuple[str, ...], limit: int | None = None) -> list[str]:
-    """A ranked table: the pair, the overall similarity, each file's, and the flag."""
+def ranking(pairs: list[Pair], files: tuple[str, ...], limit: int) -> tuple[list[str], list[tuple[Pair, list[str]]]]:
+    """The first ``limit`` pairs that share a file, the files they share, and each pair's cells for them."""
     shown = [pair for pair in pairs if pair.files][:limit]
     columns = [path for path in files if any(match.path == path for pair in shown for match in pair.files)]
-    lines = [f"### {title}", "", "| # | pair | overall | " + " | ".join(short(path) for path in columns) + " | flag |",
-             "|---:|---|---:|" + "---:|" * len(columns) + "---|"]
-    for number, pair in enumerate(shown, start=1):
+    rows = []
+    for pair in shown:
         cells = {match.path: percent(match.similarity) for match in pair.files}
+        rows.append((pair, [cells.get(path, "") for path in columns]))
+    return columns, rows
+
+
+def ranking_markdown(title: str, pairs: list[Pair], files: tuple[str, ...], limit: int) -> list[str]:
+    """A ranked table: the pair, the overall similarity, each file's, and the flag."""
+    columns, rows = ranking(pairs, files, limit)
+    header = "".join(f"{short(path)} | " for path in columns)
+    lines = [f"### {title}", "", f"| # | pair | overall | {header}flag |",
+             "|---:|---|---:|" + "---:|" * len(columns) + "---|"]
+    for number, (pair, cells) in enumerate(rows, start=1):
         lines.append(f"| {number} | {pair.a} ~ {pair.b} | {percent(pair.overall)} | "
-                     + " | ".join(cells.get(path, "") for path in columns)
-                     + f" | {'**FLAGGED**' if pair.flagged else ''} |")
-    if not shown:
+                     + "".join(f"{cell} | " for cell in cells) + ("**FLAGGED** |" if pair.flagged else "|"))
+    if not rows:
         lines.append("| | no two submissions wrote the same file | | |")
-    hidden = len([pair for pair in pairs if pair.files]) - len(shown)
-    return lines + ([f"", f"({hidden} more pairs below, in the CSV)"] if hidden > 0 else []) + [""]
+    hidden = sum(1 for pair in pairs if pair.files) - len(rows)
+    return lines + (["", f"({hidden} more pairs in similarity_pairs.csv)"] if hidden > 0 else []) + [""]
 
 
-def report_markdown(code: list[Pair], written: list[Pair], names: list[str], problems: dict[str, str],
-                    threshold: float) -> str:
+def summary_lines(code: list[Pair], written: list[Pair], names: list[str], problems: dict[str, str],
+                  threshold: float) -> list[str]:
     flagged = [pair for pair in code + written if pair.flagged]
-    lines = ["# Class similarity report", "",
-             f"{len(names)} submissions compared pairwise; threshold {percent(threshold)} (on at least "
-             f"{MIN_MATCH} matching characters). Flagged pairs: {len(flagged)}.", ""]
-    lines += [f"- {pair.kind}: **{pair.a} ~ {pair.b}** ({percent(pair.overall)})" for pair in flagged]
-    lines += [f"- not compared: {name} ({reason})" for name, reason in sorted(problems.items())]
-    lines += ["", *ranking_markdown("Code (files of the code questions)", code, CODE_FILES, 20),
-              *ranking_markdown("Written answers", written, ANSWER_FILES, 20)]
-    return "\n".join(lines)
+    lines = [f"{len(names)} submissions compared pairwise; threshold {percent(threshold)} (on at least {MIN_MATCH} "
+             f"matching characters). Flagged pairs: {len(flagged)}.", ""]
+    lines += [f"- {pair.kind}: {pair.a} ~ {pair.b} ({percent(pair.overall)})" for pair in flagged]
+    return lines + [f"- not compared: {name} ({reason})" for name, reason in sorted(problems.items())]
+
+
+def report_markdown(code: list[Pair], written: list[Pair], summary: list[str]) -> str:
+    return "\n".join(["# Class similarity report", "", *summary, "",
+                      *ranking_markdown("Code (files of the code questions)", code, CODE_FILES, RANKED_IN_TEXT),
+                      *ranking_markdown("Written answers", written, ANSWER_FILES, RANKED_IN_TEXT)])
 
 
 def pairs_csv(code: list[Pair], written: list[Pair]) -> str:
@@ -322,8 +336,12 @@ def highlighted_excerpt(text: str, numbers: list[int] | None, slices: np.ndarray
     return "".join(shown)
 
 
+def anchor(pair: Pair) -> str:
+    return html.escape(f"{pair.kind}-{pair.a}-{pair.b}")
+
+
 def pair_html(pair: Pair, by_file: dict[str, dict[str, Version]]) -> str:
-    parts = [f"<h3 id='{pair.kind}-{html.escape(pair.a)}-{html.escape(pair.b)}'>{pair.kind}: {html.escape(pair.a)} ~ "
+    parts = [f"<h3 id='{anchor(pair)}'>{pair.kind}: {html.escape(pair.a)} ~ "
              f"{html.escape(pair.b)}: {percent(pair.overall)}{' (flagged)' if pair.flagged else ''}</h3>"]
     for match in sorted(pair.files, key=lambda match: -match.similarity):
         if match.matched == 0:
@@ -332,57 +350,53 @@ def pair_html(pair: Pair, by_file: dict[str, dict[str, Version]]) -> str:
         parts.append(f"<h4>{html.escape(match.path)}: {percent(match.similarity)} ({pair.a} "
                      f"{percent(match.shares[0])}, {pair.b} {percent(match.shares[1])})</h4><div class=side>")
         for name, slices in ((pair.a, match.slices[0]), (pair.b, match.slices[1])):
-            parts.append(f"<div><b>{html.escape(name)}</b><pre>{highlighted_excerpt(versions[name].text, versions[name].numbers, slices)}"
-                         "</pre></div>")
+            excerpt = highlighted_excerpt(versions[name].text, versions[name].numbers, slices)
+            parts.append(f"<div><b>{html.escape(name)}</b><pre>{excerpt}</pre></div>")
         parts.append("</div>")
     return "\n".join(parts)
 
 
 def ranking_html(title: str, pairs: list[Pair], files: tuple[str, ...]) -> str:
-    shown = [pair for pair in pairs if pair.files]
-    columns = [path for path in files if any(match.path == path for pair in shown for match in pair.files)]
-    rows = []
-    for number, pair in enumerate(shown, start=1):
-        cells = {match.path: percent(match.similarity) for match in pair.files}
-        rows.append(f"<tr class='{'flag' if pair.flagged else ''}'><td>{number}</td><td>{html.escape(pair.a)} ~ "
-                    f"{html.escape(pair.b)}</td><td>{percent(pair.overall)}</td>"
-                    + "".join(f"<td>{cells.get(path, '')}</td>" for path in columns)
-                    + f"<td>{'FLAGGED' if pair.flagged else ''}</td></tr>")
+    columns, rows = ranking(pairs, files, RANKED_IN_HTML)
     header = "".join(f"<th title='{html.escape(path)}'>{html.escape(short(path))}</th>" for path in columns)
+    body = "".join(f"<tr class='{'flag' if pair.flagged else ''}'><td>{number}</td><td><a href='#{anchor(pair)}'>"
+                   f"{html.escape(pair.a)} ~ {html.escape(pair.b)}</a></td><td>{percent(pair.overall)}</td>"
+                   + "".join(f"<td>{cell}</td>" for cell in cells)
+                   + f"<td>{'FLAGGED' if pair.flagged else ''}</td></tr>"
+                   for number, (pair, cells) in enumerate(rows, start=1))
     return (f"<h2>{html.escape(title)}</h2><table><tr><th>#</th><th>pair</th><th>overall</th>{header}<th>flag</th>"
-            f"</tr>{''.join(rows)}</table>")
+            f"</tr>{body}</table>")
 
 
-def report_html(markdown_summary: str, code: list[Pair], written: list[Pair], code_files: dict[str, dict[str, Version]],
+def report_html(summary: list[str], code: list[Pair], written: list[Pair], code_files: dict[str, dict[str, Version]],
                 answer_files: dict[str, dict[str, Version]]) -> str:
-    summary = markdown_summary.split("### ")[0].replace("# Class similarity report", "")
-    details = []
-    for pairs, by_file in ((code, code_files), (written, answer_files)):
-        chosen = [pair for pair in pairs if pair.files and (pair.flagged or pairs.index(pair) < DETAILS_PER_KIND)]
-        details += [pair_html(pair, by_file) for pair in chosen]
+    details = [pair_html(pair, by_file) for pairs, by_file in ((code, code_files), (written, answer_files))
+               for number, pair in enumerate(pairs) if pair.files and (pair.flagged or number < DETAILS_PER_KIND)]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:2px 6px;text-align:right}tr.flag{background:#fdd}.side{display:flex;gap:1em}.side>div"
              "{flex:1;min-width:0}pre{background:#f8f8f8;padding:4px;overflow-x:auto;white-space:pre-wrap}"
              "mark{background:#ffd27a}.n{color:#999}")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Class similarity report</title>"
-            f"<style>{style}</style></head><body><h1>Class similarity report</h1><pre>{html.escape(summary.strip())}"
-            f"</pre>{ranking_html('Code', code, CODE_FILES)}{ranking_html('Written answers', written, ANSWER_FILES)}"
-            "<h2>Matching regions (normalised text of the answers; code as written)</h2>"
+            f"<style>{style}</style></head><body><h1>Class similarity report</h1>"
+            f"<pre>{html.escape(chr(10).join(summary))}</pre>"
+            f"{ranking_html('Code', code, CODE_FILES)}{ranking_html('Written answers', written, ANSWER_FILES)}"
+            "<h2>Matching regions</h2><p>Code: the students' own lines (the starter's are left out), numbered as in "
+            "their files. Answers: lower-cased, layout removed. Marked: text both sides share.</p>"
             f"{''.join(details)}</body></html>\n")
 
 
 # --------------------------------------------------------------------------- the command
-def similarity_report(class_dir: Path, out: Path, starter: Path, threshold: float = THRESHOLD,
-                      scratch: Path | None = None) -> tuple[list[Pair], list[Pair]]:
+def similarity_report(class_dir: Path, out: Path, starter: Path,
+                      threshold: float = THRESHOLD) -> tuple[list[Pair], list[Pair]]:
     """Compare every pair of submissions of ``class_dir``; write the reports into ``out``; return both rankings."""
     with tempfile.TemporaryDirectory(prefix="siamese-tp-similarity-") as folder:
-        roots, problems = submissions_in(class_dir, Path(scratch or folder))
+        roots, problems = submissions_in(class_dir, Path(folder))
         names = sorted(roots)
         code_files, answer_files = code_versions(roots, starter), answer_versions(roots, starter)
     code = rank("code", names, code_files, threshold)
     written = rank("written", names, answer_files, threshold)
-    summary = report_markdown(code, written, names, problems, threshold)
-    write_text_atomic(out / "similarity.md", summary)
+    summary = summary_lines(code, written, names, problems, threshold)
+    write_text_atomic(out / "similarity.md", report_markdown(code, written, summary))
     write_text_atomic(out / "similarity_pairs.csv", pairs_csv(code, written))
     write_text_atomic(out / "similarity_students.csv", students_csv(names, code, written))
     write_text_atomic(out / "similarity.html", report_html(summary, code, written, code_files, answer_files))
@@ -413,8 +427,8 @@ def main(argv: list[str] | None = None) -> None:
         elif not starter.is_dir():
             raise SystemExit(f"error: --starter {starter}: no such folder")
         code, written = similarity_report(class_dir, out, starter, args.threshold)
-    print("\n".join(ranking_markdown("Code", code, CODE_FILES, 10) + ranking_markdown("Written answers", written,
-                                                                                    ANSWER_FILES, 10)))
+    print("\n".join(ranking_markdown("Code", code, CODE_FILES, 10)
+                    + ranking_markdown("Written answers", written, ANSWER_FILES, 10)))
     flagged = [pair for pair in code + written if pair.flagged]
     print(f"{len(flagged)} flagged pair(s). Reports: {out / 'similarity.html'}, {out / 'similarity.md'}, "
           f"{out / 'similarity_pairs.csv'}, {out / 'similarity_students.csv'}")
