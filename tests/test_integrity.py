@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.autograder import regrade, similarity
-from tests.autograder.classroom import grade_submission
-from tests.autograder.handout import write_handout
+from autograder import regrade, similarity
+from autograder.classroom import grade_submission
+from autograder.handout import write_handout
 
 VARIANTS = Path(__file__).resolve().parent / "integrity_class"
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,11 @@ the code questions in ``points.QUESTIONS``) and one for the written answers (``p
   disappear; a written answer is lower-cased with its layout and Markdown marks removed. The fingerprints
   are the hashes of every ``k``-character window of that text (winnowing window 1: all of them are kept,
   so the report is the same in every run, whatever Python's per-process string hashing).
-- **Boilerplate**: the fingerprints of the starter's own version of each file (for an answer: the starter's
-  answer file and the TP's question) never count, nor those present in more than half of the class's
-  versions of a file (the idioms every correct solution writes; MOSS's ``-m``).
+- **Boilerplate**: the lines of the starter's version of a code file are left out first (compared without
+  indentation; for an answer, ``written.extract_answer`` leaves out the starter's lines); then the
+  fingerprints of the starter's version (for an answer: the starter's answer file and the TP's question)
+  never count, nor those in more than half of the versions of a file that students wrote, and in at
+  least ``COMMON_MIN`` of them (the idioms every correct solution writes; MOSS's ``-m``).
 - **Similarity** of a pair on a file: the share of one side's remaining fingerprinted text that the other
   side also has, the larger of the two shares. Overall: the same over all the files both students wrote.
   A pair is flagged when its overall similarity reaches ``--threshold`` on at least ``MIN_MATCH`` matching
@@ -391,6 +393,9 @@ def similarity_report(class_dir: Path, out: Path, starter: Path,
     """Compare every pair of submissions of ``class_dir``; write the reports into ``out``; return both rankings."""
     with tempfile.TemporaryDirectory(prefix="siamese-tp-similarity-") as folder:
         roots, problems = submissions_in(class_dir, Path(folder))
+        if not roots:
+            raise SystemExit(f"error: {class_dir}: no readable submission (expected one folder or zip file per "
+                             "student)")
         names = sorted(roots)
         code_files, answer_files = code_versions(roots, starter), answer_versions(roots, starter)
     code = rank("code", names, code_files, threshold)

@@ -4,8 +4,9 @@
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.FC1 = nn.Linear(784, 128)
-        self.FC2 = nn.Linear(128, 10)
+        n_in, n_hidden, n_out = 784, 128, 10
+        self.FC1 = nn.Linear(n_in, n_hidden)
+        self.FC2 = nn.Linear(n_hidden, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, 784)
