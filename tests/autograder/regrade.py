@@ -87,11 +87,11 @@ def graded_test_files(results: dict[str, Any]) -> list[str]:
 
 def grading_options(audit: dict[str, Any]) -> list[str]:
     limits = audit.get("limits", {})
-    options = ["--grading-seed", str(audit["seed"])]
+    options = [f"--grading-seed={audit['seed']}"]
     if limits.get("memory_gb") is not None:
-        options += ["--memory-limit", str(limits["memory_gb"])]
+        options += [f"--memory-limit={limits['memory_gb']}"]
     if limits.get("time_limit_s") is not None:
-        options += ["--time-limit", str(limits["time_limit_s"])]
+        options += [f"--time-limit={limits['time_limit_s']}"]
     return options
 
 
