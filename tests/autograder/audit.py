@@ -20,7 +20,11 @@ from .files import sha256_file
 from .points import QUESTIONS, WRITTEN
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-GRADER_PARTS = ("autograder", "graded", "reference", "conftest.py")
+# What decides a grade: the grading engine and its children, the points, the graded tests, the reference.
+# (The class runner, the similarity report, the starter and bundle builders decide none.)
+GRADER_PARTS = ("autograder/engine.py", "autograder/sandbox.py", "autograder/questions.py", "autograder/points.py",
+                "autograder/plugin.py", "autograder/reasons.py", "autograder/written.py", "autograder/audit.py",
+                "autograder/files.py", "autograder/child", "graded", "reference", "conftest.py")
 
 
 def graded_files() -> list[str]:

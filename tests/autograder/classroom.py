@@ -95,8 +95,11 @@ def student_name(path: Path) -> str:
 
 def grade_submission(submission: Path, out: Path, *, starter: Path | None, jobs: int = 1, manual: Path | None = None,
                      student: str | None = None, tests: list[str] | None = None,
-                     timeout: float = SUBMISSION_SECONDS) -> dict[str, Any]:
-    """Grade one submission (folder or zip) into ``out``; returns its ``results.json`` (or a failure record)."""
+                     timeout: float = SUBMISSION_SECONDS, options: list[str] | None = None) -> dict[str, Any]:
+    """Grade one submission (folder or zip) into ``out``; returns its ``results.json`` (or a failure record).
+
+    ``options``: more grading options (``--grading-seed``, ``--memory-limit``, ``--time-limit``: ``regrade.py``).
+    """
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="siamese-tp-submission-") as scratch:
         try:
@@ -112,7 +115,7 @@ def grade_submission(submission: Path, out: Path, *, starter: Path | None, jobs:
                    "--rootdir", str(GRADER_ROOT), f"--submission={root}", f"--grades-dir={out}", f"--jobs={jobs}",
                    f"--student={student or student_name(submission)}",
                    *([f"--starter={starter}"] if starter else []), *([f"--manual={manual}"] if manual else []),
-                   *(tests or ["tests/graded"])]
+                   *(options or []), *(tests or ["tests/graded"])]
         try:
             done = subprocess.run(command, cwd=GRADER_ROOT, capture_output=True, timeout=timeout,
                                   start_new_session=True)

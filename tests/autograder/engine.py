@@ -9,6 +9,7 @@ names this question borrows from other questions are test doubles set by the chi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -129,6 +130,14 @@ class GradingEngine:
     @cached_property
     def starter_files(self) -> list[str]:
         return project_files(self.starter)
+
+    @cached_property
+    def starter_hash(self) -> str:
+        """sha256 over the starter's project files (names and contents): which hand-out a grade used."""
+        digest = hashlib.sha256()
+        for relpath in self.starter_files:
+            digest.update(relpath.encode() + b"\0" + (self.starter / relpath).read_bytes() + b"\0")
+        return digest.hexdigest()
 
     def question_limits(self, key: str) -> Limits:
         wall = self.time_limit or CODE_QUESTIONS[key].wall_seconds

@@ -178,8 +178,10 @@ class GradingPlugin:
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": tests,
-            "audit": audit_record(self.submission_root, {**self.context, "code_score": self.code_score,
-                                                         "written_score": self.written_score}),
+            "audit": audit_record(self.submission_root, {
+                **self.context, "code_score": self.code_score, "written_score": self.written_score,
+                "questions_graded": sorted({QUESTION_BY_MODULE[module].slug for module, _ in self.graded_items.values()}),
+                "starter_sha256": self.engine.starter_hash if self.graded_items else None}),
         }
 
     def question_rows(self) -> list[tuple[str, str, float, int, list[str]]]:

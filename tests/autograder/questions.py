@@ -189,6 +189,10 @@ def build_ex2_q2(data: Path, rng: np.random.Generator) -> dict[str, Any]:
             else:
                 raise RuntimeError("no triplet case far enough from the mining thresholds")
             add(mining, features, labels, margin, mining, duplicate=index == 2)
+    # Well-separated identities: every anchor's hinge is inactive, the loss must be 0 (not negative).
+    centres = torch.eye(4, 5) * 10
+    labels = torch.arange(12) % 4
+    add("batch_hard", centres[labels] + 0.1 * torch.randn(12, 5, generator=generator), labels, 0.3, "batch_hard")
     for index in range(2):
         add("soft_margin", torch.randn(10, 4, generator=generator), torch.arange(10) % 3, 0.3, "batch_hard", True)
     return {"cases": cases}
