@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               flush=True)
 
     test_loss, test_accuracy = test(model, device, loaders.test)
+    if start_epoch <= args.epochs:  # a resumed finished run has its test point in TensorBoard already
+        run.log_step(args.epochs, {"Loss/test": test_loss, "Accuracy/test": test_accuracy})
     run.final.update({"Loss/test": test_loss, "Accuracy/test": test_accuracy})
     run.save()
     run.close()
