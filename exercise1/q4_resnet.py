@@ -45,6 +45,7 @@ from utils.training import (  # noqa: E402
     add_training_arguments,
     checkpoint_path_for,
     ensure_writable_folder,
+    epoch_line,
     parse_training_args,
     progress_disabled,
     save_run_checkpoint,
@@ -279,9 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         scalars.update({"Loss/val": val_loss, "Accuracy/val": val_accuracy})
         run.log_epoch(epoch, scalars)
         images = len(loaders.train) * args.batch_size
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_accuracy:6.2f}%"
-              f"  val loss {val_loss:.4f} acc {100 * val_accuracy:6.2f}%  ({images / seconds:.0f} img/s)",
-              flush=True)
+        print(f"{epoch_line(epoch, args.epochs, scalars)}  ({images / seconds:.0f} img/s)", flush=True)
 
     test_loss, test_accuracy = test(model, device, loaders.test)
     if start_epoch <= args.epochs:  # a resumed finished run has its test point in TensorBoard already
