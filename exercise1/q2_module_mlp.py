@@ -115,11 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_loss, train_accuracy = train(model, device, loaders.train, optimizer)
         seconds = time.perf_counter() - started
         test_loss, test_accuracy = test(model, device, loaders.test)
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_accuracy:6.2f}%"
-              f"  test loss {test_loss:.4f} acc {100 * test_accuracy:6.2f}%", flush=True)
         metrics = {"Loss/train": train_loss, "Accuracy/train": train_accuracy,
                    "Loss/test": test_loss, "Accuracy/test": test_accuracy, "Time/train_epoch_s": seconds}
-        run.log_epoch(epoch, metrics)
+        run.log_epoch(epoch, metrics, total_epochs=args.epochs)  # prints the epoch's line too
     run.close()
     return metrics
 

@@ -63,12 +63,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         writer.add_scalar("Loss/val", val_loss, epoch)
         writer.add_scalar("Accuracy/val", val_accuracy, epoch)
         writer.flush()
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_accuracy:6.2f}%"
-              f"  val acc {100 * val_accuracy:6.2f}%  test loss {test_loss:.4f} acc {100 * test_accuracy:6.2f}%",
-              flush=True)
         metrics = {"Loss/train": train_loss, "Accuracy/train": train_accuracy, "Loss/val": val_loss,
                    "Accuracy/val": val_accuracy, "Loss/test": test_loss, "Accuracy/test": test_accuracy}
-        run.log_epoch(epoch, metrics)  # metrics.json; a NaN training loss ends the run here
+        run.log_epoch(epoch, metrics, total_epochs=args.epochs)  # metrics.json and the epoch's line
     writer.close()
     # END SOLUTION
     run.close()

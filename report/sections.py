@@ -452,7 +452,8 @@ def render_ex1_q4(ctx: BuildContext, section: Section) -> str:
         return ctx.missing("the ResNet-18 run", *section.commands)
     ctx.index.mark_used(section.title, run)
     config = run.config
-    settings = ("stem", "epochs", "batch_size", "lr", "weight_decay", "momentum", "shift", "zero_init_residual")
+    settings = ("stem", "epochs", "train_size", "batch_size", "lr", "weight_decay", "momentum", "shift",
+                "zero_init_residual")
     setting = ", ".join(f"{name} {config[name]}" for name in settings if name in config)
     parts = [run_line(run), f"Settings: {setting}.\n" if setting else "", final_line(run),
              classification_figure(ctx, section, run, "Q4: ResNet-18")]

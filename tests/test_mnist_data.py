@@ -39,9 +39,14 @@ def write_tiny_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int 
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """Hermetic whatever the caller's environment: no download unless a test allows one."""
+def offline_single_thread(monkeypatch):
+    """Hermetic whatever the environment: no download unless a test allows one. One CPU thread: tiny models
+    gain nothing from a second one on a shared machine."""
     monkeypatch.setenv(mnist.OFFLINE_ENV, "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -18,18 +18,13 @@ import pytest
 import torch
 
 from exercise1 import q1_numpy_mlp, q2_module_mlp, q4_resnet
-from test_mnist_data import write_tiny_mnist
+from test_mnist_data import offline_single_thread, write_tiny_mnist  # noqa: F401 (autouse fixture)
 from utils import io as atomic_io
 from utils import training
 from utils.mnist import OFFLINE_ENV
 from utils.training import RunLogger
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv(OFFLINE_ENV, "1")
 
 
 @pytest.fixture

@@ -130,6 +130,15 @@ def default_run_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now % 1 * 1e6):06d}"
 
 
+def epoch_line(epoch: int, epochs: int, scalars: dict[str, float]) -> str:
+    """``epoch   3/10  train loss 0.1234 acc  96.50%  val ...  test ...``: the splits ``scalars`` has."""
+    parts = [f"epoch {epoch:3d}/{epochs}"]
+    for split in ("train", "val", "test"):
+        if f"Loss/{split}" in scalars and f"Accuracy/{split}" in scalars:
+            parts.append(f"{split} loss {scalars[f'Loss/{split}']:.4f} acc {100 * scalars[f'Accuracy/{split}']:6.2f}%")
+    return "  ".join(parts)
+
+
 def configure_cpu_threads(threads: int | None) -> None:
     """Limit PyTorch's intra-op threads (used to keep parallel workers from oversubscribing cores)."""
     if threads is not None and threads > 0:
@@ -289,8 +298,13 @@ class RunLogger:
             for tag, value in scalars.items():
                 self.writer.add_scalar(tag, value, step)
 
-    def log_epoch(self, epoch: int, scalars: dict[str, float]) -> None:
-        """Write the epoch's scalars to TensorBoard and ``metrics.json`` (a resumed epoch replaces its row)."""
+    def log_epoch(self, epoch: int, scalars: dict[str, float], total_epochs: int | None = None) -> None:
+        """Write the epoch's scalars to TensorBoard and ``metrics.json`` (a resumed epoch replaces its row).
+
+        With ``total_epochs``, also print the epoch's line (``epoch_line``).
+        """
+        if total_epochs is not None:
+            print(epoch_line(epoch, total_epochs, scalars), flush=True)
         self.log_step(epoch, scalars)
         if self.writer is not None:
             self.writer.flush()
