@@ -146,7 +146,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     ``num_classes``, ``backbone``, ``feat_dim``, and the input ``height`` and ``width``) and every ``extra``
     entry (scheduler and scaler states, metrics...). A run killed while saving keeps its previous checkpoint.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION Ex2 Q7
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
              "config": dict(config), **extra}
     return io.save_checkpoint(path, state)  # a temporary file, then os.replace onto `path`
