@@ -37,9 +37,8 @@ from main import evaluate  # noqa: E402
 from network import ReIDNet, one_line  # noqa: E402
 from utils.io import load_checkpoint, write_json_atomic  # noqa: E402
 from utils.reid_transforms import evaluation_transform  # noqa: E402
-from utils.run_folders import claim_run_folder  # noqa: E402
 from utils.synthetic_market import DEFAULT_ROOT, dataset_name, ensure_synthetic_market  # noqa: E402
-from utils.training import resolve_device  # noqa: E402
+from utils.training import claim_run_folder, resolve_device  # noqa: E402
 
 SCRIPT = "evaluation_tp"
 CONFIG_KEYS = ("num_classes", "backbone", "feat_dim", "height", "width")

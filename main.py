@@ -55,13 +55,14 @@ from utils import io
 from utils.metrics import compute_cmc_map, euclidean_distance_matrix
 from utils.RandomSampler import RandomIdentitySampler
 from utils.reid_transforms import evaluation_transform, train_transform
-from utils.run_folders import check_writable, claim_run_folder
 from utils.synthetic_market import DEFAULT_ROOT, dataset_name, ensure_synthetic_market
 from utils.training import (
     DRY_RUN_BATCHES,
     RunLogger,
     add_training_arguments,
     check_positive,
+    claim_run_folder,
+    ensure_writable_folder,
     parse_training_args,
     progress_disabled,
     resolve_device,
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.resume and args.run_name and not (Path(args.checkpoint_dir) / SCRIPT / f"{args.run_name}.pt").is_file():
         raise SystemExit(f"error: --resume: no checkpoint {Path(args.checkpoint_dir) / SCRIPT / args.run_name}.pt")
     run_name, _ = claim_run_folder(args.runs_dir, SCRIPT, args.run_name, resume=args.resume)
-    checkpoint_path = check_writable(Path(args.checkpoint_dir) / SCRIPT, "--checkpoint-dir") / f"{run_name}.pt"
+    checkpoint_path = ensure_writable_folder(Path(args.checkpoint_dir) / SCRIPT, "--checkpoint-dir") / f"{run_name}.pt"
     start_epoch = 1
     if args.resume:
         start_epoch = resume_from(checkpoint_path, config, model, optimizer, scheduler, scaler, device) + 1

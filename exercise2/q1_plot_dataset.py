@@ -35,8 +35,8 @@ from data import (  # noqa: E402
     read_image,
 )
 from utils.io import write_json_atomic  # noqa: E402
-from utils.run_folders import claim_run_folder  # noqa: E402
 from utils.synthetic_market import DEFAULT_ROOT, dataset_name, ensure_synthetic_market  # noqa: E402
+from utils.training import claim_run_folder  # noqa: E402
 
 SCRIPT = "q1_plot_dataset"
 

@@ -19,7 +19,7 @@ import main as reid_main
 from data import Market1501, evaluation_loader
 from network import ReIDNet
 from utils.reid_transforms import evaluation_transform
-from utils.run_folders import claim_run_folder
+from utils.training import claim_run_folder
 from utils.synthetic_market import generate_market
 
 REPO = Path(__file__).resolve().parents[1]

@@ -234,6 +234,27 @@ def ensure_writable_folder(folder: str | os.PathLike, flag: str) -> Path:
     return folder
 
 
+def claim_run_folder(runs_dir: str | os.PathLike, script: str, run_name: str | None,
+                     resume: bool = False) -> tuple[str, Path]:
+    """The run's name and its folder ``runs_dir/script/run_name``, created for this run only.
+
+    Without ``run_name`` a new time-named folder is claimed (``create_run_folder``). A given ``run_name``
+    must be new, unless ``resume`` continues that run: an earlier run's results are never overwritten.
+    """
+    parent = ensure_writable_folder(Path(runs_dir) / script, "--runs-dir")
+    if run_name is None:
+        if resume:
+            raise SystemExit("error: --resume needs --run-name (the run to continue)")
+        folder = create_run_folder(parent, None)
+        return folder.name, folder
+    try:
+        (parent / run_name).mkdir(exist_ok=resume)
+    except FileExistsError:
+        raise SystemExit(f"error: --run-name {run_name}: {parent / run_name} already exists (another run's "
+                         "folder); choose another name, or pass --resume to continue that run") from None
+    return run_name, parent / run_name
+
+
 def checkpoint_path_for(args: argparse.Namespace, script: str, run_name: str) -> Path:
     return Path(args.checkpoint_dir) / script / f"{run_name}.pt"
 
