@@ -17,23 +17,13 @@ from pathlib import Path
 import pytest
 
 from autograder import gradescope, handout, points
-from autograder.engine import project_files
+from autograder.benchmark import copy_solution
 from autograder.sandbox import can_switch_user, namespace_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 CANARY = "canary-7f3a9c-the-grader-environment"
 pytestmark = pytest.mark.timeout(900)
-
-
-def copy_solution(destination: Path) -> Path:
-    """The project's Python files and written answers, as a student would hand them in."""
-    for relpath in project_files(REPO) + [written.answer_file for written in points.WRITTEN]:
-        source = REPO / relpath
-        if source.is_file():
-            (destination / relpath).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination / relpath)
-    return destination
 
 
 def grade(submission: Path, grades: Path, *extra: str, env: dict[str, str] | None = None) -> dict:

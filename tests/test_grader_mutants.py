@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autograder import handout, points
-from autograder.engine import project_files
+from autograder.benchmark import copy_solution
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(1800)
@@ -139,11 +139,7 @@ MUTANTS: tuple[Mutant, ...] = (
 
 
 def apply(mutant: Mutant, destination: Path) -> Path:
-    for relpath in project_files(REPO) + [written.answer_file for written in points.WRITTEN]:
-        source = REPO / relpath
-        if source.is_file():
-            (destination / relpath).parent.mkdir(parents=True, exist_ok=True)
-            (destination / relpath).write_bytes(source.read_bytes())
+    copy_solution(destination)
     target = destination / mutant.file
     text = target.read_text()
     assert text.count(mutant.old) == 1, f"mutant {mutant.why!r}: its text occurs {text.count(mutant.old)} times"
