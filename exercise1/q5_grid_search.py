@@ -357,7 +357,8 @@ def write_outputs(grid: GridStudy, settings: GridSettings, data: MnistData, cell
         summary["tables"][table.key] = {
             "row_param": table.row_param, "rows": list(table.row_values),
             "learning_rates": list(table.learning_rates), "fixed": {table.fixed_param: table.fixed_value},
-            "complete": grid.is_complete(table.cell(row, lr) for row in table.row_values for lr in table.learning_rates),
+            "complete": grid.is_complete(table.cell(row, lr) for row in table.row_values
+                                         for lr in table.learning_rates),
             "best": None if best is None else {table.row_param: best[0], "lr": best[1],
                                                "val_accuracy": best_result.val_accuracy,
                                                "test_accuracy": best_result.test_accuracy},
@@ -490,7 +491,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "several machines, or a journal file path (default <out>/optuna-journal.log)")
     parser.add_argument("--out", default=None,
                         help="tables, results and curves folder (default runs/grid, runs/grid-dry-run with --dry-run)")
-    parser.add_argument("--stem", default="imagenet", choices=STEMS, help="ResNet-18 input stem (default imagenet, as Q4)")
+    parser.add_argument("--stem", default="imagenet", choices=STEMS,
+                        help="ResNet-18 input stem (default imagenet, as Q4)")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LEARNING_RATES),
                         help="learning rates, the columns of both tables (default the TP's 1.0 0.1 0.01 0.001)")
     parser.add_argument("--weight-decays", type=float, nargs="+", default=list(WEIGHT_DECAYS),
@@ -630,7 +632,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_processes(settings, data, grid, workers)
     wall_seconds = time.perf_counter() - started
     results = write_outputs(grid, settings, data, cells, wall_seconds)
-    missing = [cell_name(cell) for cell, entry in zip(cells, results["cells"]) if entry["status"] not in ("ok", "diverged")]
+    missing = [cell_name(cell) for cell, entry in zip(cells, results["cells"])
+               if entry["status"] not in ("ok", "diverged")]
     print(f"Wall time of this run {wall_seconds / 60:.1f} min; results: {Path(args.out) / 'results.json'}"
           + (f"; not finished: {', '.join(missing)} (failed, interrupted or running elsewhere: re-run)"
              if missing else ""))

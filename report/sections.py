@@ -616,7 +616,8 @@ def spread(values: Sequence[float]) -> float:
 def main_factor(data: GridTableData, title: str) -> str:
     """Which of λ and the table's row parameter moves the accuracy more, on average (points of accuracy)."""
     values = data.accuracies()
-    across = [spread([values[(row, column)] for column in data.columns if (row, column) in values]) for row in data.rows]
+    across = [spread([values[(row, column)] for column in data.columns if (row, column) in values])
+              for row in data.rows]
     down = [spread([values[(row, column)] for row in data.rows if (row, column) in values]) for column in data.columns]
     across, down = sum(across) / len(across), sum(down) / len(down)
     verdict = ("λ matters more" if across > down else f"the {data.row_name} matters more" if down > across
@@ -697,9 +698,8 @@ def budget_fields(results: dict[str, Any]) -> dict[str, str]:
     data sizes, from ``results.json``."""
     settings = results.get("settings") if isinstance(results.get("settings"), dict) else {}
     cells = [cell for cell in results.get("cells") or [] if isinstance(cell, dict) and is_number(cell.get("images"))]
-    fields = {name: count(settings[key]) for name, key in (("train_images", "train_images"), ("val_images", "val_images"),
-                                                           ("test_images", "test_images"), ("probe_images", "probe_images"))
-              if is_number(settings.get(key))}
+    fields = {name: count(settings[name]) for name in ("train_images", "val_images", "test_images", "probe_images")
+              if is_number(settings.get(name))}
     per_batch = {cell["batch_size"]: cell for cell in sorted(cells, key=lambda cell: cell.get("batch_size", 0))}
     if is_number(settings.get("updates")):
         details = ", ".join(f"batch {size}: {count(cell['images'])} images" for size, cell in per_batch.items())
@@ -713,7 +713,8 @@ def budget_fields(results: dict[str, Any]) -> dict[str, str]:
     elif is_number(settings.get("epochs")):
         details = ", ".join(f"batch {size}: {count(cell.get('updates'))} updates" for size, cell in per_batch.items())
         fields["budget"] = f"{settings['epochs']} epoch(s) per cell" + (f" ({details})" if details else "")
-        if len(per_batch) > 1 and all(is_number(cell.get("updates")) and cell["updates"] for cell in per_batch.values()):
+        if len(per_batch) > 1 and all(is_number(cell.get("updates")) and cell["updates"]
+                                      for cell in per_batch.values()):
             small, large = per_batch[min(per_batch)], per_batch[max(per_batch)]
             fields["batch_budget"] = (
                 f"At equal epochs a smaller batch makes more updates, each from fewer images: batch "
@@ -726,8 +727,8 @@ def grid_fields(tables: Sequence[GridTableData], results: dict[str, Any]) -> dic
     """The figures and sentences the Q5 comment quotes, computed from the tables (and ``results.json``).
 
     Per table (``t1``, ``t2``): one field per cell (``t1_wd0_001_lr0_1``), ``t1_lr_ranking``, ``t1_factor``,
-    ``t1_row_effect``, ``t1_best_lr_per_row``, ``t1_diverged_count``, ``t1_diverged_cells`` and, from ``results.json``, the best cell
-    chosen on validation: ``t1_best`` (a sentence), ``t1_best_lr``, ``t1_best_wd`` (``t2_best_bs``),
+    ``t1_row_effect``, ``t1_best_lr_per_row``, ``t1_diverged_count``, ``t1_diverged_cells`` and, from
+    ``results.json``, the best cell chosen on validation: ``t1_best`` (a sentence), ``t1_best_lr``, ``t1_best_wd`` (``t2_best_bs``),
     ``t1_best_accuracy`` (test, %), ``t1_best_val_accuracy``. Across the tables, each shared cell once:
     ``diverged_cells``, ``chance_cells`` (below 20 % without diverging). From ``results.json``: ``budget``,
     ``batch_budget``, ``train_images``, ``val_images``, ``test_images``, ``probe_images``.
@@ -817,7 +818,8 @@ def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
             csv_files=csv_files, modified=max(path.stat().st_mtime for path in csv_files)))
         line = f"Grid read from `{grid_dir.as_posix()}`"
         if "budget" in fields:
-            line += f": {fields['budget']}, from {fields.get('train_images', '?')} training images ({settings.get('data')})"
+            line += (f": {fields['budget']}, from {fields.get('train_images', '?')} training images "
+                     f"({settings.get('data')})")
         line += "."
         if settings.get("dry_run"):
             line += f" This is a {DRY_RUN_WARNING}."

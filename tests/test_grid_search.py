@@ -56,9 +56,12 @@ def write_mnist(root: Path, train: int = 240, test: int = 30) -> Path:
     train_labels = np.concatenate([np.arange(train - validation) % TRAIN_DIGITS, np.full(validation, VAL_DIGIT)])
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
+
+    def header(*sizes: int) -> bytes:  # IDX: magic 0 0 8 (unsigned bytes) ndim, then big-endian sizes
+        return bytes([0, 0, 8, len(sizes)]) + b"".join(size.to_bytes(4, "big") for size in sizes)
+
     for prefix, labels in (("train", train_labels), ("t10k", np.full(test, TEST_DIGIT))):
         images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
-        header = lambda *sizes: bytes([0, 0, 8, len(sizes)]) + b"".join(s.to_bytes(4, "big") for s in sizes)  # noqa: E731
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header(len(labels), 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header(len(labels)) + labels.astype(np.uint8).tobytes())
     return root
@@ -205,7 +208,8 @@ def test_failed_cell_shows_no_number_is_never_best_or_complete_and_is_retried_on
     assert read_csv(tmp_path / "grid" / "table1.csv") == expected_table(WEIGHT_DECAYS, table1, marks)
     assert read_csv(tmp_path / "grid" / "table2.csv") == expected_table(BATCH_SIZES, table2, marks)
     assert not results["complete"] and not results["tables"]["table1"]["complete"]
-    entry = next(cell for cell in results["cells"] if (cell["lr"], cell["weight_decay"], cell["batch_size"]) == crashing)
+    entry = next(cell for cell in results["cells"]
+                 if (cell["lr"], cell["weight_decay"], cell["batch_size"]) == crashing)
     assert entry["status"] == "failed" and entry["error"] == "RuntimeError: simulated crash"
     assert results["tables"]["table1"]["best"] == {"weight_decay": 0.001, "lr": 0.05, "val_accuracy": 0.85,
                                                    "test_accuracy": 0.86}
@@ -364,8 +368,8 @@ def test_every_placeholder_of_the_q5_comment_is_computed_from_the_tables(mnist, 
     assert fields["t1_lr_ranking"] == "λ = 0.05 (92.50 %) > λ = 0.005 (81.00 %) > λ = 0.5 (21.50 %)"
     assert fields["t1_best"] == "λ = 0.005 with weight decay 0.001: validation 90.00 %, test 91.00 %"
     assert fields["budget"] == "3 SGD updates per cell (batch 8: 24 images, batch 64: 192 images)"
-    assert fields["t1_row_effect"].startswith("λ = 0.5: 12.00 → 31.00 % (weight decay 0.001 → 0.01), rises by 19.0 "
-                                              "points; λ = 0.05: 86.00 → 99.00 %")
+    assert fields["t1_row_effect"].startswith(
+        "λ = 0.5: 12.00 → 31.00 % (weight decay 0.001 → 0.01), rises by 19.0 points; λ = 0.05: 86.00 → 99.00 %")
 
 
 # ----------------------------------------------------------------------------- PostgreSQL, as between machines
