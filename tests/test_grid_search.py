@@ -126,6 +126,12 @@ class StandIns:
         return 1.0, {VAL_DIGIT: val_accuracy, TEST_DIGIT: test_accuracy}[int(labels[0])]
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No download, whatever the session sets: a grid without --data-root uses the embedded sample."""
+    monkeypatch.setenv("SIAMESE_TP_OFFLINE", "1")
+
+
 @pytest.fixture
 def mnist(tmp_path_factory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist"))
