@@ -481,6 +481,12 @@ def render_ex1_summary(ctx: BuildContext, section: Section) -> str:
 
 
 # ----------------------------------------------------------------------------- Q5: the grid
+# The third hyper-parameter each table fixes, when results.json does not say (the TP's values).
+TP_FIXED = {"table1": {"batch_size": 64}, "table2": {"weight_decay": 0.001}}
+CHANCE_LEVEL = 0.2  # twice a uniform guess's accuracy on 10 digits
+FLAT_POINTS = 0.5  # a change of less than half a point of accuracy is reported as flat
+
+
 @dataclass
 class GridTableData:
     """One table read back from ``table<N>.csv``: cell texts as the grid wrote them, parsed."""
@@ -491,6 +497,14 @@ class GridTableData:
     columns: list[str]
     texts: dict[tuple[str, str], str]
 
+    @property
+    def row_param(self) -> str:
+        return "batch_size" if self.corner.startswith("batch") else "weight_decay"
+
+    @property
+    def row_name(self) -> str:
+        return self.row_param.replace("_", " ")
+
     def status(self, cell: tuple[str, str]) -> tuple[str, float | None]:
         """``(status, accuracy in [0, 1])`` of a cell text: ``98.20``, ``11.35 (diverged)``, ``failed``, ``-``."""
         text = self.texts.get(cell, "-").strip()
@@ -498,6 +512,20 @@ class GridTableData:
         if match:
             return ("diverged" if match.group(2) else "ok"), float(match.group(1)) / 100
         return ("missing" if text in ("", "-") else text), None
+
+    def accuracies(self) -> dict[tuple[str, str], float]:
+        """The cells that show a finite accuracy (diverged ones included), in [0, 1]."""
+        values = {}
+        for cell in self.texts:
+            status, value = self.status(cell)
+            if status in ("ok", "diverged") and value is not None and math.isfinite(value):
+                values[cell] = value
+        return values
+
+    def describe(self, cell: tuple[str, str]) -> str:
+        """``λ = 1.0 with weight decay 0.1`` or ``λ = 1.0 with batch 5``."""
+        row, column = cell
+        return f"λ = {column} with {'batch' if self.row_param == 'batch_size' else 'weight decay'} {row}"
 
 
 def read_grid_table(path: Path, notices: Notices) -> GridTableData | None:
@@ -515,7 +543,40 @@ def read_grid_table(path: Path, notices: Notices) -> GridTableData | None:
     return GridTableData(path.stem, rows[0][0], [row[0] for row in rows[1:]], columns, texts)
 
 
-def grid_markdown(data: GridTableData, caption: str) -> str:
+def read_grid_results(path: Path, notices: Notices) -> dict[str, Any]:
+    """The grid's ``results.json`` (settings, every cell, each table's best), or ``{}`` (named when unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        notices.add(f"skipped {path}: not valid JSON ({str(error).splitlines()[0]})")
+        return {}
+    if not isinstance(loaded, dict):
+        notices.add(f"skipped {path}: expected a JSON object")
+        return {}
+    return loaded
+
+
+def same_number(text: str, value: Any) -> bool:
+    try:
+        return math.isclose(float(text), float(value), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def grid_best(data: GridTableData, results: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """The table's best cell as ``results.json`` names it (chosen on validation by the grid) and its entry."""
+    best = ((results.get("tables") or {}).get(data.key) or {}).get("best")
+    if not isinstance(best, dict):
+        return None
+    for cell in data.texts:
+        if same_number(cell[0], best.get(data.row_param)) and same_number(cell[1], best.get("lr")):
+            return cell, best
+    return None
+
+
+def grid_markdown(data: GridTableData, caption: str, best: tuple[str, str] | None) -> str:
     """The table in the TP's layout (rows the table's parameter, columns λ) via ``utils.grid``'s formatter."""
     from utils.grid import TableCell, format_grid_markdown
 
@@ -525,48 +586,185 @@ def grid_markdown(data: GridTableData, caption: str) -> str:
         if status != "missing":
             cells[key] = TableCell(status, value)
     corner = data.corner.replace("_", " ").replace("lr", "λ")
-    return format_grid_markdown(corner, data.rows, data.columns, cells, caption)
+    return format_grid_markdown(corner, data.rows, data.columns, cells, [best] if best else [], caption)
 
 
-def grid_fields(data: GridTableData) -> dict[str, str]:
-    """The figures the Q5 comment quotes, computed from one table (names as ``q5_grid_search`` writes them).
+def sorted_numerically(values: Iterable[str]) -> list[str]:
+    return sorted(values, key=lambda text: (0, float(text), "") if is_float_text(text) else (1, 0.0, text))
 
-    ``t1_best_accuracy``, ``t1_best_lr``, ``t1_best_wd`` (``t2_best_bs``), ``t1_diverged_count``,
-    ``t1_diverged_cells`` and one field per cell, ``t1_wd0_001_lr0_1``.
-    """
-    short = data.key.replace("table", "t")
-    row_short = "bs" if data.corner.startswith("batch") else "wd"
-    fields: dict[str, str] = {}
-    ok: dict[tuple[str, str], float] = {}
-    diverged = []
-    for row in data.rows:
-        for column in data.columns:
-            status, value = data.status((row, column))
-            fields[f"{short}_{row_short}{row.replace('.', '_')}_lr{column.replace('.', '_')}"] = \
-                data.texts.get((row, column), "-")
-            if status == "ok" and value is not None and math.isfinite(value):
-                ok[(row, column)] = value
-            elif status == "diverged":
-                diverged.append((row, column))
-    if ok:
-        top = max(ok.values())
-        # Ties: the cell with the smallest (row, λ) values, the one the grid's own results.json names.
-        row, column = min((key for key, value in ok.items() if value == top), key=numeric_key)
-        fields.update({f"{short}_best_accuracy": data.texts[(row, column)], f"{short}_best_lr": column,
-                       f"{short}_best_{row_short}": row})
-    fields[f"{short}_diverged_count"] = str(len(diverged))
-    row_name = "batch size" if row_short == "bs" else "weight decay"
-    fields[f"{short}_diverged_cells"] = (", ".join(f"λ = {column} with {row_name} {row}" for row, column in diverged)
-                                         or "none")
+
+def is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def lr_ranking(data: GridTableData) -> str:
+    """The learning rates by mean accuracy over the rows: ``λ = 0.1 (97.95 %) > λ = 0.01 (97.10 %) > ...``."""
+    values = data.accuracies()
+    means = {column: sum(found) / len(found) for column in data.columns
+             for found in [[values[(row, column)] for row in data.rows if (row, column) in values]] if found}
+    ranked = sorted(means, key=lambda column: -means[column])
+    return " > ".join(f"λ = {column} ({100 * means[column]:.2f} %)" for column in ranked) or "no result"
+
+
+def spread(values: Sequence[float]) -> float:
+    return 100 * (max(values) - min(values)) if len(values) > 1 else 0.0
+
+
+def main_factor(data: GridTableData, title: str) -> str:
+    """Which of λ and the table's row parameter moves the accuracy more, on average (points of accuracy)."""
+    values = data.accuracies()
+    across = [spread([values[(row, column)] for column in data.columns if (row, column) in values])
+              for row in data.rows]
+    down = [spread([values[(row, column)] for row in data.rows if (row, column) in values]) for column in data.columns]
+    across, down = sum(across) / len(across), sum(down) / len(down)
+    verdict = ("λ matters more" if across > down else f"the {data.row_name} matters more" if down > across
+               else "they matter as much")
+    return (f"In {title}, λ moves the accuracy by {across:.1f} points across a row on average, the {data.row_name} "
+            f"by {down:.1f} points down a column: {verdict}.")
+
+
+def row_effect(data: GridTableData) -> str:
+    """For each λ, the accuracy as the row parameter grows, and whether it rises, falls or stays flat."""
+    values = data.accuracies()
+    rows = sorted_numerically(data.rows)
+    parts = []
+    for column in data.columns:
+        present = [row for row in rows if (row, column) in values]
+        if len(present) < 2:
+            continue
+        found = [values[(row, column)] for row in present]
+        change = 100 * (found[-1] - found[0])
+        if spread(found) < FLAT_POINTS:
+            verdict = "flat"
+        elif all(b >= a for a, b in zip(found, found[1:])):
+            verdict = f"rises by {change:.1f} points"
+        elif all(b <= a for a, b in zip(found, found[1:])):
+            verdict = f"falls by {-change:.1f} points"
+        else:
+            verdict = f"not monotone (range {spread(found):.1f} points)"
+        parts.append(f"λ = {column}: " + " → ".join(f"{100 * value:.2f}" for value in found)
+                     + f" % ({data.row_name} " + " → ".join(present) + f"), {verdict}")
+    return "; ".join(parts) or "no column with two results"
+
+
+def best_lr_per_row(data: GridTableData, title: str) -> str:
+    """The λ of highest test accuracy in each row (cells that did not diverge), and whether it depends on the row."""
+    values = data.accuracies()
+    best = {}
+    for row in sorted_numerically(data.rows):
+        ok = {column: values[(row, column)] for column in data.columns
+              if (row, column) in values and data.status((row, column))[0] == "ok"}
+        if ok:
+            top = max(ok.values())
+            best[row] = [column for column in data.columns if ok.get(column) == top]
+    if not best:
+        return ""
+    listed = ", ".join(f"{' or '.join(columns)} ({data.row_name} {row})" for row, columns in best.items())
+    same = len({tuple(columns) for columns in best.values()}) == 1
+    verdict = "the same in every row" if same else f"it depends on the {data.row_name}"
+    return f"In {title} the λ of highest test accuracy in each row is {listed}: {verdict}."
+
+
+def cell_triple(data: GridTableData, cell: tuple[str, str], results: dict[str, Any]) -> tuple[float, float, float]:
+    """``(lr, weight decay, batch size)`` of a table cell, the fixed one from ``results.json`` or the TP's."""
+    fixed = ((results.get("tables") or {}).get(data.key) or {}).get("fixed") or TP_FIXED.get(data.key, {})
+    values = {"lr": cell[1], data.row_param: cell[0], **fixed}
+    try:
+        return float(values["lr"]), float(values.get("weight_decay", "nan")), float(values.get("batch_size", "nan"))
+    except ValueError:
+        return math.nan, math.nan, math.nan
+
+
+def distinct_cells(tables: Sequence[GridTableData], results: dict[str, Any], status: str,
+                   below: float = math.inf) -> str:
+    """The cells of ``status`` (under ``below`` accuracy) across the tables, a cell both share named once."""
+    seen, named = set(), []
+    for data in tables:
+        for row in data.rows:
+            for column in data.columns:
+                found, value = data.status((row, column))
+                triple = cell_triple(data, (row, column), results)
+                if found == status and value is not None and value < below and triple not in seen:
+                    seen.add(triple)
+                    named.append(f"{data.describe((row, column))} ({100 * value:.2f} %)")
+    return ", ".join(named) or "none"
+
+
+def budget_fields(results: dict[str, Any]) -> dict[str, str]:
+    """``budget`` (what every cell trained on), ``batch_budget`` (what it means for the batch sizes) and the
+    data sizes, from ``results.json``."""
+    settings = results.get("settings") if isinstance(results.get("settings"), dict) else {}
+    cells = [cell for cell in results.get("cells") or [] if isinstance(cell, dict) and is_number(cell.get("images"))]
+    fields = {name: count(settings[name]) for name in ("train_images", "val_images", "test_images", "probe_images")
+              if is_number(settings.get(name))}
+    per_batch = {cell["batch_size"]: cell for cell in sorted(cells, key=lambda cell: cell.get("batch_size", 0))}
+    if is_number(settings.get("updates")):
+        details = ", ".join(f"batch {size}: {count(cell['images'])} images" for size, cell in per_batch.items())
+        fields["budget"] = f"{settings['updates']} SGD updates per cell" + (f" ({details})" if details else "")
+        if len(per_batch) > 1:
+            small, large = per_batch[min(per_batch)], per_batch[max(per_batch)]
+            fields["batch_budget"] = (
+                f"At an equal number of updates a larger batch averages each gradient over more images and sees "
+                f"more of them: batch {large['batch_size']} sees {large['images'] / small['images']:.0f}× the images "
+                f"of batch {small['batch_size']}.")
+    elif is_number(settings.get("epochs")):
+        details = ", ".join(f"batch {size}: {count(cell.get('updates'))} updates" for size, cell in per_batch.items())
+        fields["budget"] = f"{settings['epochs']} epoch(s) per cell" + (f" ({details})" if details else "")
+        if len(per_batch) > 1 and all(is_number(cell.get("updates")) and cell["updates"]
+                                      for cell in per_batch.values()):
+            small, large = per_batch[min(per_batch)], per_batch[max(per_batch)]
+            fields["batch_budget"] = (
+                f"At equal epochs a smaller batch makes more updates, each from fewer images: batch "
+                f"{small['batch_size']} makes {small['updates'] / large['updates']:.0f}× the updates of batch "
+                f"{large['batch_size']}.")
     return fields
 
 
-def numeric_key(cell: tuple[str, str]) -> tuple[Any, ...]:
-    """Sort key of a (row, λ) cell by value when both read as numbers, else by text."""
-    try:
-        return (0, float(cell[0]), float(cell[1]))
-    except ValueError:
-        return (1, *cell)
+def grid_fields(tables: Sequence[GridTableData], results: dict[str, Any]) -> dict[str, str]:
+    """The figures and sentences the Q5 comment quotes, computed from the tables (and ``results.json``).
+
+    Per table (``t1``, ``t2``): one field per cell (``t1_wd0_001_lr0_1``), ``t1_lr_ranking``, ``t1_factor``,
+    ``t1_row_effect``, ``t1_best_lr_per_row``, ``t1_diverged_count``, ``t1_diverged_cells`` and, from
+    ``results.json``, the best cell chosen on validation: ``t1_best`` (a sentence), ``t1_best_lr``, ``t1_best_wd`` (``t2_best_bs``),
+    ``t1_best_accuracy`` (test, %), ``t1_best_val_accuracy``. Across the tables, each shared cell once:
+    ``diverged_cells``, ``chance_cells`` (below 20 % without diverging). From ``results.json``: ``budget``,
+    ``batch_budget``, ``train_images``, ``val_images``, ``test_images``, ``probe_images``.
+    """
+    fields = budget_fields(results)
+    for data in tables:
+        short = data.key.replace("table", "t")
+        row_short = "bs" if data.row_param == "batch_size" else "wd"
+        title = f"Table {data.key[-1]}"
+        for row in data.rows:
+            for column in data.columns:
+                fields[f"{short}_{row_short}{row.replace('.', '_')}_lr{column.replace('.', '_')}"] = \
+                    data.texts.get((row, column), "-")
+        diverged = [cell for cell in data.texts if data.status(cell)[0] == "diverged"]
+        fields[f"{short}_diverged_count"] = str(len(diverged))
+        fields[f"{short}_diverged_cells"] = ", ".join(
+            data.describe((row, column)) for row in data.rows for column in data.columns
+            if (row, column) in diverged) or "none"
+        if data.accuracies():
+            fields.update({f"{short}_lr_ranking": lr_ranking(data), f"{short}_factor": main_factor(data, title),
+                           f"{short}_row_effect": row_effect(data),
+                           f"{short}_best_lr_per_row": best_lr_per_row(data, title) or f"{title} has no cell that "
+                                                                                     f"trained without diverging."})
+        best = grid_best(data, results)
+        if best is not None:
+            (row, column), entry = best
+            fields.update({
+                f"{short}_best_lr": column, f"{short}_best_{row_short}": row,
+                f"{short}_best_accuracy": data.texts[(row, column)], f"{short}_best_val_accuracy": percent(
+                    entry.get("val_accuracy")),
+                f"{short}_best": (f"{data.describe((row, column))}: validation {percent(entry.get('val_accuracy'))} %, "
+                                  f"test {data.texts[(row, column)]} %")})
+    fields["diverged_cells"] = distinct_cells(tables, results, "diverged")
+    fields["chance_cells"] = distinct_cells(tables, results, "ok", below=CHANCE_LEVEL)
+    return fields
 
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -588,17 +786,8 @@ def fill_placeholders(text: str, fields: dict[str, str]) -> tuple[str, list[str]
 
 def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
     grid_dir = ctx.index.root / GRID_FOLDER
-    results: dict[str, Any] = {}
-    if (grid_dir / "results.json").is_file():
-        try:
-            loaded = json.loads((grid_dir / "results.json").read_text())
-            results = loaded if isinstance(loaded, dict) else {}
-            if not results:
-                ctx.notices.add(f"skipped {grid_dir / 'results.json'}: expected a JSON object")
-        except (OSError, ValueError) as error:
-            ctx.notices.add(f"skipped {grid_dir / 'results.json'}: not valid JSON ({str(error).splitlines()[0]})")
+    results = read_grid_results(grid_dir / "results.json", ctx.notices)
     settings = results.get("settings") if isinstance(results.get("settings"), dict) else {}
-    fields = {key: str(value) for key, value in (results.get("report_fields") or {}).items()}
     parts, tables, missing = [], {}, []
     for number in ("1", "2"):
         path = grid_dir / f"table{number}.csv"
@@ -607,15 +796,15 @@ def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
             missing.append(number)
             continue
         tables[number] = data
-        fields.update(grid_fields(data))
-        parts.append(grid_markdown(data, grid_caption(number, data, settings)))
-        values = {key: value for key in data.texts
-                  for status, value in [data.status(key)] if value is not None and status in ("ok", "diverged")}
+        best = grid_best(data, results)
+        parts.append(grid_markdown(data, grid_caption(number, data, settings), best[0] if best else None))
+        values = data.accuracies()
         diverged = {key for key in data.texts if data.status(key)[0] == "diverged"}
-        row_label = "batch size" if data.corner.startswith("batch") else "weight decay"
+        row_label = "batch size" if data.row_param == "batch_size" else "weight decay"
         path = figures.plot_grid_table(ctx.figure_path(f"{section.key}_table{number}.png"),
                                        f"Table {number}", row_label, data.rows, data.columns, values, diverged)
         parts.append(ctx.image(path, f"Table {number} as curves: test accuracy against λ"))
+    fields = grid_fields(list(tables.values()), results)
     if len(missing) == 2:
         parts.append(ctx.missing(f"the grid search (`{grid_dir.as_posix()}/table1.csv`, `table2.csv`)", GRID))
     elif missing:
@@ -629,14 +818,14 @@ def render_ex1_q5(ctx: BuildContext, section: Section) -> str:
                                                            "dry_run": bool(settings.get("dry_run"))},
             csv_files=csv_files, modified=max(path.stat().st_mtime for path in csv_files)))
         line = f"Grid read from `{grid_dir.as_posix()}`"
-        if settings:
-            line += (f": {settings.get('epochs')} epoch(s) per cell on {count(settings.get('train_images'))} "
-                     f"training images ({settings.get('data')})")
-        if isinstance(results.get("wall_seconds"), (int, float)):
-            line += f", wall time {results['wall_seconds'] / 60:.1f} min"
+        if "budget" in fields:
+            line += (f": {fields['budget']}, from {fields.get('train_images', '?')} training images "
+                     f"({settings.get('data')})")
         line += "."
         if settings.get("dry_run"):
             line += f" This is a {DRY_RUN_WARNING}."
+        if results and not results.get("complete", True):
+            line += " **The grid is not finished** (failed or missing cells): re-run its command."
         parts.insert(0, line + "\n")
     # The comment quotes the tables: its {placeholders} are filled from them, never typed by hand.
     answer_path = ctx.answers_dir / (section.answer or "")
@@ -661,12 +850,15 @@ def count(value: Any) -> str:
 
 
 def grid_caption(number: str, data: GridTableData, settings: dict[str, Any]) -> str:
-    rows = "batch size" if data.corner.startswith("batch") else "weight decay"
-    fixed = "weight decay 0.001" if rows == "batch size" else "batch size 64"
+    rows = data.row_name
+    fixed = "weight decay 0.001" if data.row_param == "batch_size" else "batch size 64"
     caption = f"**Table {number}**: test accuracy (%), rows {rows}, columns learning rate λ, {fixed}"
-    if settings:
-        caption += f"; {settings.get('epochs')} epoch(s) on {count(settings.get('train_images'))} training images"
-    return caption + ". Best cell in **bold**; *(diverged)*: the training loss became NaN/inf."
+    if is_number(settings.get("updates")):
+        caption += f"; {settings['updates']} SGD updates per cell"
+    elif is_number(settings.get("epochs")):
+        caption += f"; {settings['epochs']} epoch(s) per cell on {count(settings.get('train_images'))} training images"
+    return (caption + ". **Bold**: the best cell, chosen on the validation split; *(diverged)*: the training loss "
+            "became NaN/inf or ended above its start.")
 
 
 # --------------------------------------------------------------------------- Exercise 2

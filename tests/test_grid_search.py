@@ -1,10 +1,19 @@
-"""Exercise 1 Q5: the Optuna grid search trains every cell once, survives failures, resumes, fills the TP tables."""
+"""Exercise 1 Q5: the grid trains each distinct cell once, resumes, retries failures, measures honestly.
+
+Most tests replace Q4's ``ResNet18`` and Q2's ``train``/``test`` in the script's module by stand-ins (as the
+autograder does): ``fake_train`` records the cell each call trains (learning rate and weight decay read from
+the optimizer, batch size from the batches it receives) and ``fake_test`` reports, for each cell, accuracies
+written in this file, so every expected table below is built from those numbers, not by the code under
+test. The data is a tiny MNIST in torchvision's layout whose splits are told apart by their labels:
+training digits 0-6, validation (the end of the training file) 8, test 9.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import pwd
-import re
 import shutil
 import socket
 import subprocess
@@ -13,172 +22,360 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState, create_trial
+import torch
+from optuna.trial import TrialState
+from torch import nn
 
 from exercise1 import q5_grid_search as q5
-from utils.grid import CellOutcome, GridStudy, open_storage
+from utils.grid import GridStudy, cell_key, open_storage
 
-REPO = Path(__file__).resolve().parents[1]
-# A 2x2 Table 1 on 128 images (2 batches of 64, so an absurd learning rate blows up at the second batch).
-TINY_GRID = ["--dry-run", "--train-size", "128", "--table", "1",
-             "--lrs", "0.1", "1e30", "--weight-decays", "0.01", "0.001"]
-TINY_CELLS = {(wd, lr) for wd in (0.01, 0.001) for lr in (0.1, 1e30)}
-TRAINED = ("ok", "diverged", "failed")
+LRS, WEIGHT_DECAYS, BATCH_SIZES = (0.5, 0.05, 0.005), (0.01, 0.001), (8, 64)
+GRID_FLAGS = ["--lrs", *map(str, LRS), "--weight-decays", *map(str, WEIGHT_DECAYS),
+              "--batch-sizes", *map(str, BATCH_SIZES)]
+# Distinct cells (lr, weight decay, batch size), written out by hand: Table 1 at batch 64, Table 2 at weight
+# decay 0.001; the three cells (lr, 0.001, 64) belong to both tables.
+CELLS = [(0.5, 0.01, 64), (0.05, 0.01, 64), (0.005, 0.01, 64),
+         (0.5, 0.001, 64), (0.05, 0.001, 64), (0.005, 0.001, 64),
+         (0.5, 0.001, 8), (0.05, 0.001, 8), (0.005, 0.001, 8)]
+# (validation accuracy, test accuracy) of each cell: the best test cell (0.05, 0.01, 64) is not the best
+# validation cell (0.005, 0.001, 64), and (0.05, 0.001, 8) has the best validation of all but diverges.
+ACCURACY = {(0.5, 0.01, 64): (0.30, 0.31), (0.05, 0.01, 64): (0.80, 0.99), (0.005, 0.01, 64): (0.70, 0.71),
+            (0.5, 0.001, 64): (0.11, 0.12), (0.05, 0.001, 64): (0.85, 0.86), (0.005, 0.001, 64): (0.90, 0.91),
+            (0.5, 0.001, 8): (0.10, 0.10), (0.05, 0.001, 8): (0.95, 0.96), (0.005, 0.001, 8): (0.60, 0.61)}
+TRAIN_DIGITS, VAL_DIGIT, TEST_DIGIT = 7, 8, 9
 
 
-def load_table1_study(results: dict, storage: str) -> optuna.Study:
-    return optuna.load_study(study_name=results["tables"]["table1"]["study"], storage=open_storage(storage))
+# ----------------------------------------------------------------------------- data and stand-ins
+def write_mnist(root: Path, train: int = 240, test: int = 30) -> Path:
+    """IDX files in torchvision's layout: training digits 0-6 then a validation sixth of 8s, test all 9s."""
+    rng = np.random.default_rng(0)
+    validation = train // 6  # the end of the training file that utils.mnist holds out
+    train_labels = np.concatenate([np.arange(train - validation) % TRAIN_DIGITS, np.full(validation, VAL_DIGIT)])
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+
+    def header(*sizes: int) -> bytes:  # IDX: magic 0 0 8 (unsigned bytes) ndim, then big-endian sizes
+        return bytes([0, 0, 8, len(sizes)]) + b"".join(size.to_bytes(4, "big") for size in sizes)
+
+    for prefix, labels in (("train", train_labels), ("t10k", np.full(test, TEST_DIGIT))):
+        images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header(len(labels), 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header(len(labels)) + labels.astype(np.uint8).tobytes())
+    return root
 
 
-def assert_each_cell_trained_once(study: optuna.Study, cells: set) -> list:
-    """Every cell has exactly one trial that trained; any other trial was pruned before training."""
-    trained = [trial for trial in study.trials if trial.user_attrs.get("status") in TRAINED]
-    assert Counter((trial.params["weight_decay"], trial.params["lr"]) for trial in trained) == Counter(cells)
+class StandInNet(nn.Module):
+    """Stands for ResNet18: tiny, with batch norm (a batch of one image fails in training mode, as in ResNet)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, stem: str = "imagenet"):
+        super().__init__()
+        self.linear = nn.Linear(784 * in_channels, num_classes)
+        self.norm = nn.BatchNorm1d(num_classes)
+        self.cell: tuple | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(torch.flatten(x, 1)))
+
+
+class StandIns:
+    """``ResNet18``, ``train`` and ``test`` for the script, and what they saw.
+
+    ``behaviour[cell]`` changes what training a cell does: ``"nan"`` (loss NaN), ``"raise"`` (a RuntimeError),
+    ``"fpe"`` (a FloatingPointError), ``"worse"`` (the training loss ends above its start).
+    """
+
+    START_LOSS, END_LOSS = 2.0, 1.0
+
+    def __init__(self, behaviour: dict | None = None):
+        self.behaviour = dict(behaviour or {})
+        self.trained: list[tuple] = []
+        self.batch_sizes: dict[tuple, list[int]] = {}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> "StandIns":
+        monkeypatch.setattr(q5, "ResNet18", StandInNet)
+        monkeypatch.setattr(q5, "train", self.train)
+        monkeypatch.setattr(q5, "test", self.test)
+        return self
+
+    def train(self, model, device, loader, optimizer):
+        model.train()
+        batches = [len(labels) for images, labels in loader if model(images) is not None]  # forward: BN checks
+        group = optimizer.param_groups[0]
+        cell = (group["lr"], group["weight_decay"], batches[0])
+        model.cell = cell
+        self.trained.append(cell)
+        self.batch_sizes.setdefault(cell, []).extend(batches)
+        behaviour = self.behaviour.get(cell)
+        if behaviour == "raise":
+            raise RuntimeError("simulated crash")
+        if behaviour == "fpe":
+            raise FloatingPointError("simulated overflow")
+        return (math.nan if behaviour == "nan" else 1.0), 0.5
+
+    def test(self, model, device, loader):
+        labels = torch.cat([batch_labels for _, batch_labels in loader])
+        if bool((labels < TRAIN_DIGITS).all()):  # the training images that measure the loss
+            if model.cell is None:
+                return self.START_LOSS, 0.1
+            worse = self.behaviour.get(model.cell) == "worse"
+            return (self.START_LOSS + 1 if worse else self.END_LOSS), 0.5
+        val_accuracy, test_accuracy = ACCURACY.get(model.cell, (0.5, 0.5))
+        return 1.0, {VAL_DIGIT: val_accuracy, TEST_DIGIT: test_accuracy}[int(labels[0])]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No download, whatever the session sets: a grid without --data-root uses the embedded sample."""
+    monkeypatch.setenv("SIAMESE_TP_OFFLINE", "1")
+
+
+@pytest.fixture
+def mnist(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def grid(mnist: Path, out: Path, *flags: str) -> dict:
+    """The grader's command line (in this process), plus ``flags``."""
+    return q5.main(["--table", "both", *GRID_FLAGS, "--epochs", "1", "--train-size", "0", "--workers", "1",
+                    "--out", str(out), "--data-root", str(mnist), "--device", "cpu", "--seed", "0", *flags])
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def expected_table(rows: tuple, row_of, marks: dict | None = None) -> list[list[str]]:
+    """The CSV a table must be: test accuracies in %, ``(diverged)`` or ``failed`` from ``marks``."""
+    marks = marks or {}
+    lines = [["weight_decay \\ lr" if rows == WEIGHT_DECAYS else "batch_size \\ lr", *map(str, LRS)]]
+    for row in rows:
+        texts = []
+        for lr in LRS:
+            cell = row_of(row, lr)
+            mark = marks.get(cell)
+            texts.append("failed" if mark == "failed" else
+                         f"{100 * ACCURACY[cell][1]:.2f}" + (" (diverged)" if mark == "diverged" else ""))
+        lines.append([str(row), *texts])
+    return lines
+
+
+def table1(row, lr):
+    return (lr, row, 64)
+
+
+def table2(row, lr):
+    return (lr, 0.001, row)
+
+
+# ----------------------------------------------------------------------------- the contract's run
+def test_each_cell_once_in_process_tables_in_tp_layout_best_on_validation_and_rerun_trains_nothing(
+        mnist, tmp_path, monkeypatch):
+    stand_ins = StandIns({(0.05, 0.001, 8): "nan"}).install(monkeypatch)
+    results = grid(mnist, tmp_path / "grid")
+    # Every distinct cell trained once, in this process (the stand-ins live only here), each with its own
+    # batch size: a cell of both tables is not trained twice.
+    assert Counter(stand_ins.trained) == Counter(CELLS)
+    marks = {(0.05, 0.001, 8): "diverged"}
+    assert read_csv(tmp_path / "grid" / "table1.csv") == expected_table(WEIGHT_DECAYS, table1, marks)
+    assert read_csv(tmp_path / "grid" / "table2.csv") == expected_table(BATCH_SIZES, table2, marks)
+    # Best on validation among cells that did not diverge, found here by brute force; its test accuracy reported.
+    for key, of, rows, name in (("table1", table1, WEIGHT_DECAYS, "weight_decay"),
+                                ("table2", table2, BATCH_SIZES, "batch_size")):
+        candidates = [(row, lr) for row in rows for lr in LRS if of(row, lr) not in marks]
+        row, lr = max(candidates, key=lambda cell: ACCURACY[of(*cell)][0])
+        assert results["tables"][key]["best"] == {name: row, "lr": lr, "val_accuracy": ACCURACY[of(row, lr)][0],
+                                                  "test_accuracy": ACCURACY[of(row, lr)][1]}
+        bold = [line for line in (tmp_path / "grid" / f"{key}.md").read_text().splitlines()
+                if line.startswith("|") and "**" in line]
+        texts = [text.strip() for text in bold[0].strip("|").split("|")]
+        assert len(bold) == 1 and texts[0] == str(row)
+        assert texts[1 + LRS.index(lr)] == f"**{100 * ACCURACY[of(row, lr)][1]:.2f}**"
+    assert results["complete"] and results["tables"]["table1"]["best"]["lr"] == 0.005  # not 0.05, the test's best
+
+    before = {name: (tmp_path / "grid" / name).read_text() for name in ("table1.csv", "table2.csv", "results.json")}
+    stand_ins.trained.clear()
+    again = grid(mnist, tmp_path / "grid")
+    assert stand_ins.trained == []
+    assert again["cells"] == results["cells"]
+    for name in ("table1.csv", "table2.csv"):
+        assert (tmp_path / "grid" / name).read_text() == before[name]
+
+
+def test_failed_cell_shows_no_number_is_never_best_or_complete_and_is_retried_on_rerun(mnist, tmp_path, monkeypatch):
+    crashing = (0.005, 0.001, 64)  # the best validation cell of both tables, when it trains
+    stand_ins = StandIns({crashing: "raise"}).install(monkeypatch)
+    results = grid(mnist, tmp_path / "grid")
+    assert Counter(stand_ins.trained) == Counter(CELLS)
+    marks = {crashing: "failed"}
+    assert read_csv(tmp_path / "grid" / "table1.csv") == expected_table(WEIGHT_DECAYS, table1, marks)
+    assert read_csv(tmp_path / "grid" / "table2.csv") == expected_table(BATCH_SIZES, table2, marks)
+    assert not results["complete"] and not results["tables"]["table1"]["complete"]
+    entry = next(cell for cell in results["cells"]
+                 if (cell["lr"], cell["weight_decay"], cell["batch_size"]) == crashing)
+    assert entry["status"] == "failed" and entry["error"] == "RuntimeError: simulated crash"
+    assert results["tables"]["table1"]["best"] == {"weight_decay": 0.001, "lr": 0.05, "val_accuracy": 0.85,
+                                                   "test_accuracy": 0.86}
+
+    stand_ins.behaviour.clear()
+    stand_ins.trained.clear()
+    again = grid(mnist, tmp_path / "grid")
+    assert stand_ins.trained == [crashing]  # only the failed cell
+    assert again["complete"]
+    assert read_csv(tmp_path / "grid" / "table1.csv") == expected_table(WEIGHT_DECAYS, table1)
+    assert again["tables"]["table1"]["best"] == {"weight_decay": 0.001, "lr": 0.005, "val_accuracy": 0.90,
+                                                 "test_accuracy": 0.91}
+
+
+@pytest.mark.parametrize("behaviour, status", [("nan", "diverged"), ("fpe", "diverged"), ("worse", "diverged"),
+                                               (None, "ok")])
+def test_diverged_means_a_non_finite_loss_or_a_loss_that_ends_above_its_start(mnist, tmp_path, monkeypatch,
+                                                                              behaviour, status):
+    # (0.5, 0.001, 64) has 12 % accuracy: not learned, yet its loss ended below its start, so it is not diverged.
+    cell = (0.5, 0.001, 64)
+    StandIns({cell: behaviour}).install(monkeypatch)
+    results = q5.main(["--table", "1", "--lrs", "0.5", "--weight-decays", "0.001", "--epochs", "1", "--workers", "1",
+                       "--out", str(tmp_path), "--data-root", str(mnist), "--device", "cpu"])
+    entry = results["cells"][0]
+    assert entry["status"] == status and entry["test_accuracy"] == ACCURACY[cell][1]
+    assert read_csv(tmp_path / "table1.csv")[1] == ["0.001", "12.00" + (" (diverged)" if status == "diverged" else "")]
+    assert results["tables"]["table1"]["best"] == (None if status == "diverged" else
+                                                   {"weight_decay": 0.001, "lr": 0.5, "val_accuracy": 0.11,
+                                                    "test_accuracy": 0.12})
+
+
+@pytest.mark.parametrize("train_size", [129, 201, 321])
+@pytest.mark.parametrize("budget", [["--updates", "30"], ["--epochs", "2"]])
+def test_train_sizes_that_leave_a_batch_of_one_train_whole_batches_only(tmp_path_factory, monkeypatch, train_size,
+                                                                         budget):
+    # 129, 201, 321 images leave one image after the last whole batch of 64, 200 or 5.
+    mnist = write_mnist(tmp_path_factory.mktemp("mnist"), train=480)  # 400 training images after validation
+    stand_ins = StandIns().install(monkeypatch)
+    out = tmp_path_factory.mktemp("grid")
+    results = q5.main(["--table", "2", "--lrs", "0.05", "--batch-sizes", "5", "64", "200", "--train-size",
+                       str(train_size), *budget, "--workers", "1", "--out", str(out), "--data-root", str(mnist)])
+    assert {cell["status"] for cell in results["cells"]} == {"ok"}
+    for batch_size in (5, 64, 200):
+        batch = min(batch_size, train_size)
+        seen = stand_ins.batch_sizes[(0.05, 0.001, batch)]
+        assert set(seen) == {batch}  # the partial batch is dropped, never trained on
+        expected = 30 if budget[0] == "--updates" else 2 * (train_size // batch)
+        assert len(seen) == expected
+
+
+def test_train_size_smaller_than_the_digit_classes_is_a_one_line_error(mnist, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        q5.main(["--train-size", "5", "--workers", "1", "--out", str(tmp_path), "--data-root", str(mnist)])
+    message = str(error.value)
+    assert message.startswith("error: --train-size 5:") and "\n" not in message
+
+
+def test_a_corrupt_journal_line_is_a_one_line_error_naming_the_file(mnist, tmp_path, monkeypatch):
+    StandIns().install(monkeypatch)
+    grid(mnist, tmp_path)
+    journal = tmp_path / "optuna-journal.log"
+    lines = journal.read_text().splitlines(keepends=True)
+    lines[2] = lines[2][: len(lines[2]) // 2] + "\n"
+    journal.write_text("".join(lines))
+    with pytest.raises(SystemExit) as error:
+        grid(mnist, tmp_path)
+    message = str(error.value)
+    assert str(journal) in message and "line 3" in message and "\n" not in message
+
+
+def test_cells_of_killed_workers_are_trained_again_and_duplicates_are_pruned(mnist, tmp_path, monkeypatch):
+    stand_ins = StandIns().install(monkeypatch)
+    settings, data = q5.build_settings(q5.parse_args(
+        ["--table", "1", "--lrs", "0.5", "0.05", "--weight-decays", "0.001", "--epochs", "1", "--out", str(tmp_path),
+         "--data-root", str(mnist)]))
+    study = GridStudy(open_storage(settings.storage), settings.study)
+    killed_cell, other_cell = q5.grid_cells(settings.tables, settings, len(data.train_labels))
+    study.queue_missing([killed_cell, other_cell])
+    GridStudy.enqueue(study.study, other_cell)  # a second queue entry for one cell, as two racing launchers leave
+    finished_process = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished_process.wait()
+    killed = study.study.ask()  # pops the first cell, then its worker dies without a word
+    assert killed.user_attrs["cell"] == cell_key(killed_cell)
+    killed.set_user_attr("worker", {"host": socket.gethostname(), "pid": finished_process.pid})
+    killed.set_user_attr("status", "running")
+
+    assert q5.run_worker(settings, data) == 2
+    assert sorted(lr for lr, _, _ in stand_ins.trained) == [0.05, 0.5]
+    states = Counter(trial.state for trial in study.study.trials)
+    assert states == {TrialState.COMPLETE: 2, TrialState.FAIL: 1, TrialState.PRUNED: 1}
+    assert study.study.trials[killed.number].state == TrialState.FAIL
+    assert study.is_complete([killed_cell, other_cell])
+    assert q5.run_worker(settings, data) == 0 and len(stand_ins.trained) == 2
+
+
+# ----------------------------------------------------------------------------- real training, worker processes
+# A 2x2 Table 1 of real ResNet-18 cells, 2 SGD updates each on real digits: λ = 0.01 learns, 1e30 overflows.
+REAL_GRID = ["--dry-run", "--train-size", "128", "--table", "1", "--lrs", "0.01", "1e30", "--weight-decays", "0.01",
+             "0.001"]
+REAL_CELLS = {(wd, lr) for wd in (0.01, 0.001) for lr in (0.01, 1e30)}
+
+
+def trained_trials(results: dict, storage: str) -> list:
+    study = optuna.load_study(study_name=results["settings"]["study"], storage=open_storage(storage))
+    trained = [trial for trial in study.trials if trial.user_attrs.get("status") in ("ok", "diverged", "failed")]
+    assert Counter((trial.params["weight_decay"], trial.params["lr"]) for trial in trained) == Counter(REAL_CELLS)
     for trial in study.trials:
         if trial not in trained:
             assert trial.state == TrialState.PRUNED and trial.user_attrs["status"] == "duplicate"
-            assert "train_seconds" not in trial.user_attrs
     return trained
 
 
-# ----------------------------------------------------------------------------- journal, two worker processes
 @pytest.mark.filterwarnings("ignore:The inplace keyword")  # tbparse's own use of pandas
-def test_two_workers_fill_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
-    journal = str(tmp_path / "optuna-journal.log")
-    results = q5.main(TINY_GRID + ["--workers", "2", "--out", str(tmp_path)])
-    study = load_table1_study(results, journal)
-    trained = assert_each_cell_trained_once(study, TINY_CELLS)
-    assert {trial.params["lr"]: trial.user_attrs["status"] for trial in trained} == {0.1: "ok", 1e30: "diverged"}
+def test_two_worker_processes_train_real_cells_once_and_two_sgd_steps_do_not_all_diverge(tmp_path):
+    results = q5.main(REAL_GRID + ["--workers", "2", "--out", str(tmp_path)])
+    trained = trained_trials(results, str(tmp_path / "optuna-journal.log"))
+    # Two SGD steps at λ = 0.01 lower the training loss; at 1e30 it overflows.
+    assert {trial.params["lr"]: trial.user_attrs["status"] for trial in trained} == {0.01: "ok", 1e30: "diverged"}
+    for trial in trained:
+        if trial.params["lr"] == 0.01:
+            assert trial.user_attrs["end_loss"] < trial.user_attrs["start_loss"]
     workers = {trial.user_attrs["worker"]["pid"] for trial in trained}
     assert os.getpid() not in workers and len(workers) <= 2  # trained in the worker processes
-    assert results["tables"]["table1"]["complete"]
+    assert results["complete"]
 
     from tbparse import SummaryReader
 
-    for wd, lr in TINY_CELLS:
-        reader = SummaryReader(str(tmp_path / "table1" / f"lr{lr}_wd{wd}_bs64"))
+    for wd, lr in REAL_CELLS:
+        reader = SummaryReader(str(tmp_path / "cells" / f"lr{lr}_wd{wd}_bs64"))
         assert dict(zip(reader.hparams.tag, reader.hparams.value)) == pytest.approx(
             {"lr": lr, "weight_decay": wd, "batch_size": 64})
-        assert "hparam/test_accuracy" in set(reader.scalars.tag)
+        assert {"hparam/val_accuracy", "hparam/test_accuracy"} <= set(reader.scalars.tag)
 
-    metrics_files = {path: path.stat().st_mtime_ns for path in tmp_path.glob("table1/*/metrics.json")}
-    assert len(metrics_files) == len(TINY_CELLS)
-    trials_before = len(study.trials)
-    again = q5.main(TINY_GRID + ["--workers", "1", "--out", str(tmp_path)])
-    assert len(load_table1_study(results, journal).trials) == trials_before
+    metrics_files = {path: path.stat().st_mtime_ns for path in tmp_path.glob("cells/*/metrics.json")}
+    assert len(metrics_files) == len(REAL_CELLS)
+    again = q5.main(REAL_GRID + ["--workers", "2", "--out", str(tmp_path)])  # nothing left: no worker starts
     assert {path: path.stat().st_mtime_ns for path in metrics_files} == metrics_files
-    assert again["tables"]["table1"]["cells"] == results["tables"]["table1"]["cells"]
+    assert again["cells"] == results["cells"]
 
 
-# ----------------------------------------------------------------------------- failures, kills, races (in-process)
-def tiny_settings(tmp_path: Path, *flags: str) -> tuple[q5.GridSettings, q5.MnistData]:
-    """Settings for a worker run in this process; one CPU thread, as each of two workers would get."""
-    return q5.build_settings(q5.parse_args([*flags, "--workers", "2", "--out", str(tmp_path)]))
+# ----------------------------------------------------------------------------- the Q5 comment
+def test_every_placeholder_of_the_q5_comment_is_computed_from_the_tables(mnist, tmp_path, monkeypatch):
+    from report.runs import Notices
+    from report.sections import PLACEHOLDER, grid_fields, read_grid_results, read_grid_table, strip_comments
 
-
-def test_a_raising_and_a_diverging_cell_are_marked_and_the_grid_completes(tmp_path):
-    settings, data = tiny_settings(
-        tmp_path, "--dry-run", "--train-size", "128", "--table", "1", "--lrs", "0.1", "1e30", "7.0",
-        "--weight-decays", "0.001")
-
-    def crash_at_lr_7(params, table, settings, data):
-        if params["lr"] == 7.0:
-            raise RuntimeError("simulated crash")
-        return q5.train_cell(params, table, settings, data)
-
-    assert q5.run_worker(settings, data, train=crash_at_lr_7) == 3
-    results = q5.write_outputs(q5.open_grids(settings), settings, data, 0.0)
-    table = results["tables"]["table1"]
-    cells = {cell["lr"]: cell for cell in table["cells"]}
-    assert table["complete"]
-    assert cells[0.1]["status"] == "ok"
-    assert cells[1e30]["status"] == "diverged" and cells[1e30]["test_accuracy"] <= 0.2  # chance level
-    assert cells[7.0]["status"] == "failed" and cells[7.0]["error"] == "RuntimeError: simulated crash"
-    assert (tmp_path / "table1.md").read_text().splitlines()[-1] == (
-        f"| 0.001 | **{100 * cells[0.1]['test_accuracy']:.2f}** | "
-        f"{100 * cells[1e30]['test_accuracy']:.2f} (diverged) | failed |")
-    assert q5.run_worker(settings, data, train=crash_at_lr_7) == 0  # a failed cell is recorded, not retried
-
-
-def test_cells_of_killed_workers_are_trained_again_and_duplicates_are_pruned(tmp_path):
-    settings, data = tiny_settings(tmp_path, "--table", "1", "--lrs", "0.1", "0.01", "--weight-decays", "0.001")
-    grid = q5.open_grids(settings)["table1"]
-    finished_process = subprocess.Popen([sys.executable, "-c", "pass"])
-    finished_process.wait()
-    killed = grid.study.ask()  # trial 0 takes cell 0, then its worker dies without a word
-    killed.set_user_attr("worker", {"host": socket.gethostname(), "pid": finished_process.pid})
-    grid.enqueue(1)
-    grid.enqueue(1)  # two queue entries for one cell, as two launchers racing could leave
-
-    trained = []
-
-    def record(params, table, settings, data):
-        trained.append(params["lr"])
-        return CellOutcome(value=params["lr"], attrs={"train_seconds": 0.0})
-
-    assert q5.run_worker(settings, data, train=record) == 2
-    assert sorted(trained) == [0.01, 0.1]
-    states = Counter(trial.state for trial in grid.study.trials)
-    assert states == {TrialState.COMPLETE: 2, TrialState.FAIL: 1, TrialState.PRUNED: 1}
-    assert grid.study.trials[0].state == TrialState.FAIL and grid.is_complete()
-    assert q5.run_worker(settings, data, train=record) == 0 and len(trained) == 2
-
-
-# ----------------------------------------------------------------------------- the TP layout
-def test_tables_have_the_tp_layout_and_fill_the_report_fields(tmp_path):
-    settings, data = tiny_settings(tmp_path)  # the TP grid, both tables
-    accuracy = {  # (row, lr) -> (status, accuracy)
-        "table1": {(0.1, 1.0): ("diverged", 0.098), (0.1, 0.1): ("ok", 0.9), (0.1, 0.01): ("ok", 0.95),
-                   (0.1, 0.001): ("ok", 0.8), (0.01, 1.0): ("diverged", 0.098), (0.01, 0.1): ("ok", 0.97),
-                   (0.01, 0.01): ("ok", 0.96), (0.01, 0.001): ("ok", 0.85), (0.001, 1.0): ("ok", 0.11),
-                   (0.001, 0.1): ("ok", 0.985), (0.001, 0.01): ("ok", 0.975), (0.001, 0.001): ("ok", 0.9)},
-        "table2": {(5, 1.0): ("failed", None), (5, 0.1): ("ok", 0.5), (5, 0.01): ("ok", 0.97),
-                   (5, 0.001): ("ok", 0.98), (64, 1.0): ("ok", 0.11), (64, 0.1): ("ok", 0.985),
-                   (64, 0.01): ("ok", 0.975), (64, 0.001): ("ok", 0.9), (200, 1.0): ("diverged", 0.1),
-                   (200, 0.1): ("ok", 0.96), (200, 0.01): ("ok", 0.93), (200, 0.001): ("ok", 0.7)},
-    }
-    grids = {}
-    storage = optuna.storages.InMemoryStorage()
-    for table, name in zip(settings.tables, settings.study_names):
-        grid = grids[table.key] = GridStudy(storage, name, table.search_space())
-        distributions = {param: CategoricalDistribution(values) for param, values in table.search_space().items()}
-        for (row, lr), (status, value) in accuracy[table.key].items():
-            grid.study.add_trial(create_trial(
-                state=TrialState.FAIL if status == "failed" else TrialState.COMPLETE, value=value,
-                params={"lr": lr, table.row_param: row}, distributions=distributions,
-                user_attrs={"status": status}))
-    results = q5.write_outputs(grids, settings, data, 60.0)
-
-    assert (tmp_path / "table1.csv").read_text() == (
-        "weight_decay \\ lr,1.0,0.1,0.01,0.001\n"
-        "0.1,9.80 (diverged),90.00,95.00,80.00\n"
-        "0.01,9.80 (diverged),97.00,96.00,85.00\n"
-        "0.001,11.00,98.50,97.50,90.00\n")
-    assert (tmp_path / "table2.csv").read_text() == (
-        "batch_size \\ lr,1.0,0.1,0.01,0.001\n"
-        "5,failed,50.00,97.00,98.00\n"
-        "64,11.00,98.50,97.50,90.00\n"
-        "200,10.00 (diverged),96.00,93.00,70.00\n")
-    markdown = (tmp_path / "table2.md").read_text().splitlines()
-    assert markdown[0].startswith("Table 2: test accuracy (%)")
-    assert markdown[2:] == [
-        "| batch size \\ λ | 1.0 | 0.1 | 0.01 | 0.001 |",
-        "|---|---|---|---|---|",
-        "| 5 | failed | 50.00 | 97.00 | 98.00 |",
-        "| 64 | 11.00 | **98.50** | 97.50 | 90.00 |",
-        "| 200 | 10.00 (diverged) | 96.00 | 93.00 | 70.00 |",
-    ]
-    assert results["tables"]["table1"]["best"] == [{"weight_decay": 0.001, "lr": 0.1, "test_accuracy": 0.985}]
-
-    answer = (REPO / "report" / "answers" / "ex1_q5.md").read_text()
-    placeholders = set(re.findall(r"\{([A-Za-z0-9_]+)\}", answer))
-    assert placeholders and placeholders <= set(results["report_fields"])
-    assert "{" not in answer.format_map(results["report_fields"])
-    assert results["report_fields"]["t2_bs5_lr1_0"] == "failed"
-    assert results["report_fields"]["t1_best_accuracy"] == "98.50"
+    StandIns({(0.05, 0.001, 8): "nan"}).install(monkeypatch)
+    q5.main(["--updates", "3", *GRID_FLAGS, "--workers", "1", "--out", str(tmp_path), "--data-root", str(mnist)])
+    notices = Notices()
+    tables = [read_grid_table(tmp_path / f"table{number}.csv", notices) for number in (1, 2)]
+    fields = grid_fields(tables, read_grid_results(tmp_path / "results.json", notices))
+    answer = (Path(q5.__file__).resolve().parents[1] / "report" / "answers" / "ex1_q5.md").read_text()
+    assert len(answer.splitlines()) <= 25
+    assert set(PLACEHOLDER.findall(strip_comments(answer))) <= set(fields)
+    assert fields["diverged_cells"] == "λ = 0.05 with batch 8 (96.00 %)"
+    assert fields["chance_cells"] == "λ = 0.5 with weight decay 0.001 (12.00 %), λ = 0.5 with batch 8 (10.00 %)"
+    assert fields["t1_lr_ranking"] == "λ = 0.05 (92.50 %) > λ = 0.005 (81.00 %) > λ = 0.5 (21.50 %)"
+    assert fields["t1_best"] == "λ = 0.005 with weight decay 0.001: validation 90.00 %, test 91.00 %"
+    assert fields["budget"] == "3 SGD updates per cell (batch 8: 24 images, batch 64: 192 images)"
+    assert fields["t1_row_effect"].startswith(
+        "λ = 0.5: 12.00 → 31.00 % (weight decay 0.001 → 0.01), rises by 19.0 points; λ = 0.05: 86.00 → 99.00 %")
 
 
 # ----------------------------------------------------------------------------- PostgreSQL, as between machines
@@ -235,12 +432,10 @@ def postgres_url():
 
 @pytest.mark.postgres
 def test_workers_share_one_postgres_study(postgres_url, tmp_path):
-    results = q5.main(TINY_GRID + ["--workers", "2", "--storage", postgres_url, "--out", str(tmp_path / "a")])
-    study = load_table1_study(results, postgres_url)
-    assert_each_cell_trained_once(study, TINY_CELLS)
+    results = q5.main(REAL_GRID + ["--workers", "2", "--storage", postgres_url, "--out", str(tmp_path / "a")])
+    trained = [trial.number for trial in trained_trials(results, postgres_url)]
     # A launcher on "another machine" (its own output folder) finds the shared study done: it trains nothing.
-    trials_before = len(study.trials)
-    elsewhere = q5.main(TINY_GRID + ["--workers", "1", "--storage", postgres_url, "--out", str(tmp_path / "b")])
-    assert len(load_table1_study(results, postgres_url).trials) == trials_before
-    assert elsewhere["tables"]["table1"]["cells"] == results["tables"]["table1"]["cells"]
+    elsewhere = q5.main(REAL_GRID + ["--workers", "1", "--storage", postgres_url, "--out", str(tmp_path / "b")])
+    assert [trial.number for trial in trained_trials(elsewhere, postgres_url)] == trained
+    assert elsewhere["cells"] == results["cells"]
     assert (tmp_path / "b" / "table1.csv").read_text() == (tmp_path / "a" / "table1.csv").read_text()

@@ -1,61 +1,66 @@
-"""Grid searches on Optuna that train every cell once, and the tables that show their results.
+"""Grid searches on Optuna: every cell trained once by any number of workers, resumable, on the public API.
 
-Optuna's ``GridSampler`` gives trial number ``k`` the ``k``-th cell of its (seeded, shuffled) grid, and
-every storage numbers trials atomically, so workers started together (processes sharing a journal
-file, machines sharing a PostgreSQL database) start distinct cells. :class:`GridStudy` adds what a
-real grid search also needs, on Optuna's own primitives:
+A cell is a dict of hyper-parameters, e.g. ``{"batch_size": 64, "lr": 0.1, "weight_decay": 0.001}``. One
+study holds every cell of a search, whichever table asked for it, so two tables that share cells train
+them once. :class:`GridStudy` shares the work like this:
 
-- **Killed workers.** A killed worker leaves its trial RUNNING. Such a trial is failed and its cell put
-  back in Optuna's queue as a WAITING trial, which exactly one worker can claim: at once when the dead
-  process ran on this machine (its pid is gone), after the heartbeat grace period when it ran
-  elsewhere (RDB storages, :data:`HEARTBEAT_SECONDS`).
-- **Races** (two queue entries for one cell, a trial started after the grid ran out) are settled by
-  one rule: a cell belongs to its lowest-numbered trial that is waiting, running, or finished with a
-  result; any other trial of that cell is pruned as a ``duplicate`` before it trains. A trial's cell
-  is known from the moment the trial exists (its number, or the cell its queue entry carries), so two
-  workers can never both believe they own a cell.
-- **Outcomes.** Each trial records a ``status`` user attribute: ``ok``, ``diverged`` (finished with a
-  result that is not a real optimum), ``failed`` (the training raised; recorded, not retried) or
-  ``duplicate``; ``running`` while it trains.
+- **The queue.** Each cell is queued as a WAITING trial (``Study.enqueue_trial``) that carries its cell in
+  the user attribute ``cell``. ``Study.optimize`` pops one waiting trial at a time and the storage makes the
+  pop atomic: workers (processes sharing a journal file, machines sharing a PostgreSQL database) never pop
+  the same trial.
+- **Ownership.** A cell belongs to its lowest-numbered trial that is waiting, running or complete. A
+  worker that pops a trial whose cell belongs to an earlier one (two launchers queued it at once), or a
+  trial that is not from the queue (another worker took the last one first), prunes it as a ``duplicate``
+  before training.
+- **Failures.** A ``train`` that raises leaves its trial FAIL (``status`` ``failed``, the error recorded).
+  A failed trial holds no cell: the next run queues the cell again; it is never complete, never best.
+- **Killed workers.** A killed worker leaves its trial RUNNING. When it ran on this machine its process
+  is gone: the trial is failed (``Study.tell``) and its cell queued again. On another machine (PostgreSQL),
+  Optuna's heartbeat fails the trial after :data:`GRACE_SECONDS` and :func:`requeue_stale_trial` queues it.
+- **Outcomes.** The user attribute ``status`` of a trial says ``running``, ``ok``, ``diverged`` (finished
+  with a value that is not a real optimum), ``failed`` or ``duplicate``.
 
-The second half formats a two-parameter grid as the table of a lab handout: rows one parameter,
-columns the other, best cell in bold, diverged and failed cells marked.
+The second half formats a two-parameter table as a lab handout prints it: rows one parameter, columns the
+other, the best cell in bold, diverged and failed cells marked.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
+import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-# Every process must shuffle the grid the same way: cell ids travel between workers through the storage.
-GRID_SEED = 0
+from utils.io import process_alive
+
 # RDB storages only (the journal has no heartbeat): how often a running trial says it is alive, and how
 # long after its last heartbeat a trial on another machine counts as dead.
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
+HOLDING_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 
 
 # --------------------------------------------------------------------------- storage
 def open_storage(storage: str) -> BaseStorage:
     """An Optuna storage from a ``--storage`` value: an RDB URL (``scheme://...``) or a journal file path.
 
-    ``postgresql://`` means SQLAlchemy's psycopg2 driver; when only psycopg 3 is installed it is used
-    instead, so the plain URL works. RDB storages get a heartbeat, so trials of dead workers on other
-    machines are re-queued.
+    A journal file is checked line by line first: a corrupt record is a ``ValueError`` naming the file and
+    line (Optuna's own error names neither). ``postgresql://`` means SQLAlchemy's psycopg2 driver; when only
+    psycopg 3 is installed it is used instead, so the plain URL works. RDB storages get a heartbeat, so
+    trials of dead workers on other machines are queued again.
     """
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
         os.makedirs(os.path.dirname(os.path.abspath(storage)), exist_ok=True)
+        check_journal(storage)
         return optuna.storages.JournalStorage(JournalFileBackend(storage))
     if storage.startswith("postgresql://"):
         import importlib.util
@@ -74,26 +79,39 @@ def open_storage(storage: str) -> BaseStorage:
         raise ValueError(f"--storage {storage}: cannot open the Optuna storage ({message})") from None
 
 
+def check_journal(path: str) -> None:
+    """Raise a one-line ``ValueError`` naming ``path`` and the line when a journal record is not whole JSON.
+
+    Optuna stops reading at such a line, and every later write lands after it, unreadable.
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            problem = "cut short (no end of line)" if not line.endswith(b"\n") else None
+            if problem is None:
+                try:
+                    json.loads(line)
+                except ValueError as error:
+                    problem = f"not JSON ({error})"
+            if problem:
+                raise ValueError(f"{path}: line {number} is not an Optuna journal record: {problem}; move the "
+                                 f"file aside to start afresh, or delete that line to keep the other trials")
+
+
 def requeue_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Heartbeat callback: put the cell of a trial whose worker stopped beating back in the queue."""
-    grid = GridStudy.from_study(study)
-    cell = grid.cell_of(trial)
+    """Heartbeat callback: queue again the cell of a trial whose worker stopped beating."""
+    cell = trial.user_attrs.get("cell")
     if cell is not None:
-        grid.enqueue(cell)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+        GridStudy.enqueue(study, json.loads(cell))
 
 
 # --------------------------------------------------------------------------- the study
+def cell_key(cell: Mapping[str, Any]) -> str:
+    """The text that names a cell in the storage: its parameters as JSON, keys sorted."""
+    return json.dumps(dict(cell), sort_keys=True)
+
+
 @dataclass
 class CellOutcome:
     """What training one cell gives: the objective value, whether it diverged, attributes to record."""
@@ -104,176 +122,142 @@ class CellOutcome:
 
 
 class GridStudy:
-    """One Optuna study over every combination of ``search_space``, each trained once by any number of workers.
+    """One Optuna study whose cells are queued and trained once each, by any number of workers.
 
     Args:
         storage: where the trials live (see :func:`open_storage`).
         study_name: the study; created if absent.
-        search_space: parameter name -> the values of the grid.
         direction: ``"maximize"`` or ``"minimize"`` the objective.
     """
 
-    def __init__(self, storage: BaseStorage | str, study_name: str, search_space: Mapping[str, Sequence[Any]],
-                 direction: str = "maximize"):
-        # GridSampler's own form of the space (names sorted, values as lists): queue entries carry it.
-        self.search_space = {name: list(values) for name, values in sorted(search_space.items())}
-        self.size = math.prod(len(values) for values in self.search_space.values())
-        self.sampler = optuna.samplers.GridSampler(self.search_space, seed=GRID_SEED)
-        self.study = optuna.create_study(storage=storage, study_name=study_name, sampler=self.sampler,
-                                         direction=direction, load_if_exists=True)
-        if "grid_search_space" not in self.study.user_attrs:
-            self.study.set_user_attr("grid_search_space", self.search_space)
+    def __init__(self, storage: BaseStorage | str, study_name: str, direction: str = "maximize"):
+        self.study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
+                                         load_if_exists=True)
 
-    @classmethod
-    def from_study(cls, study: optuna.Study) -> "GridStudy":
-        """The grid of an existing study (its search space is a study attribute)."""
-        return cls(study._storage, study.study_name, study.user_attrs["grid_search_space"],
-                   direction=study.direction.name.lower())
-
-    # ----------------------------------------------------------------------- who owns which cell
-    def cell_of(self, trial: FrozenTrial) -> int | None:
-        """The cell a trial is for: the one its queue entry carries, else its number while the grid lasts.
-
-        ``None`` for a trial started after the grid ran out (GridSampler then repeats a cell at random).
-        """
-        if "queued_cell" in trial.system_attrs:
-            return int(trial.system_attrs["queued_cell"])
-        return trial.number if trial.number < self.size else None
-
-    @staticmethod
-    def is_owner(trial: FrozenTrial) -> bool:
-        """Whether a trial holds its cell: waiting, running, finished with a result, or failed for real."""
-        if trial.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE):
-            return True
-        return trial.state == TrialState.FAIL and trial.user_attrs.get("status") == "failed"
-
-    def owners(self, trials: Sequence[FrozenTrial] | None = None) -> dict[int, FrozenTrial]:
-        """Cell -> the trial that holds it (the lowest-numbered owner); cells nobody holds are absent."""
+    # ----------------------------------------------------------------------- who holds which cell
+    def holders(self, trials: Sequence[FrozenTrial] | None = None) -> dict[str, FrozenTrial]:
+        """Cell key -> the trial that holds it (lowest-numbered waiting, running or complete); others absent."""
         trials = self.study.get_trials(deepcopy=False) if trials is None else trials
-        held: dict[int, FrozenTrial] = {}
+        held: dict[str, FrozenTrial] = {}
         for trial in sorted(trials, key=lambda trial: trial.number):
-            cell = self.cell_of(trial)
-            if cell is not None and cell not in held and self.is_owner(trial):
-                held[cell] = trial
+            key = trial.user_attrs.get("cell")
+            if key is not None and key not in held and trial.state in HOLDING_STATES:
+                held[key] = trial
         return held
 
-    def claim(self, number: int) -> int | None:
-        """The cell trial ``number`` may train, or ``None`` when another trial holds it (a duplicate)."""
+    def outcomes(self) -> dict[str, FrozenTrial]:
+        """Cell key -> the trial that shows its result: its holder, else its latest failed trial."""
         trials = self.study.get_trials(deepcopy=False)
-        me = next(trial for trial in trials if trial.number == number)
-        cell = self.cell_of(me)
-        if cell is None:
-            return None
-        holder = self.owners([trial for trial in trials if trial.number <= number]).get(cell)
-        return cell if holder is not None and holder.number == number else None
+        shown = {trial.user_attrs["cell"]: trial for trial in sorted(trials, key=lambda trial: trial.number)
+                 if trial.state == TrialState.FAIL and "cell" in trial.user_attrs}
+        return {**shown, **self.holders(trials)}
+
+    def is_complete(self, cells: Iterable[Mapping[str, Any]]) -> bool:
+        """Every one of ``cells`` holds a finished (complete) trial."""
+        held = self.holders()
+        return all(cell_key(cell) in held and held[cell_key(cell)].state == TrialState.COMPLETE for cell in cells)
 
     # ----------------------------------------------------------------------- the queue
-    def enqueue(self, cell: int) -> None:
-        """Queue ``cell`` as a WAITING trial; GridSampler turns its ``grid_id`` into parameters."""
-        self.study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            system_attrs={"grid_id": cell, "search_space": self.search_space, "queued_cell": cell},
-        ))
+    @staticmethod
+    def enqueue(study: optuna.Study, cell: Mapping[str, Any]) -> None:
+        """Queue ``cell`` as a WAITING trial of ``study``."""
+        study.enqueue_trial(dict(cell), user_attrs={"cell": cell_key(cell)})
 
-    def requeue_lost_cells(self) -> list[int]:
-        """Fail the trials of dead workers on this machine and queue every cell nobody holds any more.
+    def queue_missing(self, cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Queue, in the given order, each of ``cells`` that no trial holds (new, failed or lost); returns them."""
+        held = self.holders()
+        missing = [dict(cell) for cell in dict((cell_key(cell), cell) for cell in cells).values()
+                   if cell_key(cell) not in held]
+        for cell in missing:
+            self.enqueue(self.study, cell)
+        return missing
 
-        A cell whose number no trial has reached yet is left alone: GridSampler gives it to a new trial.
-        Returns the cells queued.
-        """
-        host = socket.gethostname()
-        trials = self.study.get_trials(deepcopy=False)
-        for trial in trials:
+    def fail_dead_trials(self) -> int:
+        """Fail the running trials whose worker process on this machine is gone and queue their cells again."""
+        host, failed = socket.gethostname(), 0
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get("worker")
-            if (trial.state == TrialState.RUNNING and worker and worker["host"] == host
-                    and not process_alive(worker["pid"])):
-                try:
-                    self.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-                except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
-                    pass
-        trials = self.study.get_trials(deepcopy=False)
-        held = self.owners(trials)
-        lost = [cell for cell in range(min(self.size, len(trials))) if cell not in held]
-        for cell in lost:
-            self.enqueue(cell)
-        return lost
+            if not worker or worker["host"] != host or process_alive(worker["pid"]):
+                continue
+            try:
+                self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+                continue
+            failed += 1
+        self.queue_missing(json.loads(trial.user_attrs["cell"]) for trial in self.study.get_trials(deepcopy=False)
+                           if trial.state == TrialState.FAIL and trial.user_attrs.get("status") == "running")
+        return failed
 
-    def cells_to_start(self) -> int:
-        """How many trials workers can still start: queued cells and cells no trial number has reached."""
-        trials = self.study.get_trials(deepcopy=False)
-        waiting = sum(trial.state == TrialState.WAITING for trial in trials)
-        return waiting + max(0, self.size - len(trials))
+    def waiting(self) -> int:
+        """How many queued trials no worker has started yet."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     # ----------------------------------------------------------------------- the worker loop
-    def run(self, train: Callable[[dict[str, Any]], CellOutcome]) -> int:
-        """Train cells with ``train`` until none is left to start; returns how many this worker trained.
+    def run(self, train: Callable[[dict[str, Any]], CellOutcome],
+            on_finished: Callable[[FrozenTrial], None] | None = None) -> int:
+        """Train queued cells with ``train`` until the queue is empty; returns how many this worker trained.
 
-        ``train(params)`` gets the cell's parameters (name -> grid value) and returns a
-        :class:`CellOutcome`. A ``train`` that raises leaves the cell ``failed`` and the loop goes on.
+        ``train(cell)`` gets the cell's parameters and returns a :class:`CellOutcome`. A ``train`` that raises
+        leaves the cell ``failed`` and the loop goes on. ``on_finished(trial)`` is called after each trained cell.
         """
-        trained = [0]
+        trained = 0
 
         def objective(trial: optuna.Trial) -> float:
-            # Written first (one write) so that a worker killed from here on can be recognised as dead.
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-            # GridSampler answers with the cell's values; suggested before anything can fail, so every
-            # trial, failed or duplicate, shows its cell.
-            params = {name: trial.suggest_categorical(name, values) for name, values in self.search_space.items()}
-            if self.claim(trial.number) is None:
+            nonlocal trained
+            key = trial.user_attrs.get("cell")
+            holder = self.holders().get(key) if key is not None else None
+            if holder is None or holder.number != trial.number:
                 trial.set_user_attr("status", "duplicate")
-                raise optuna.TrialPruned("another trial holds this cell")
+                raise optuna.TrialPruned("not from the queue, or another trial holds this cell")
+            # Written first, so that a worker killed from here on is recognised as dead.
+            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
             trial.set_user_attr("status", "running")
-            trained[0] += 1
+            cell = json.loads(key)
+            for name, value in cell.items():  # a one-point distribution: Optuna records the cell as params
+                if isinstance(value, int):
+                    trial.suggest_int(name, value, value)
+                else:
+                    trial.suggest_float(name, value, value)
+            trained += 1
             try:
-                outcome = train(params)
+                outcome = train(cell)
             except Exception as error:
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
                 raise
-            for key, value in outcome.attrs.items():
-                trial.set_user_attr(key, value)
+            for name, value in outcome.attrs.items():
+                trial.set_user_attr(name, value)
             trial.set_user_attr("status", "diverged" if outcome.diverged else "ok")
             return outcome.value
 
-        while True:
-            self.requeue_lost_cells()
-            if self.cells_to_start() == 0:
-                return trained[0]
-            self.study.optimize(objective, n_trials=1, catch=(Exception,))
+        def report(study: optuna.Study, trial: FrozenTrial) -> None:
+            if on_finished is not None and trial.user_attrs.get("status") not in ("duplicate", None):
+                on_finished(trial)
 
-    def is_complete(self) -> bool:
-        """Every cell holds a finished trial."""
-        held = self.owners()
-        return len(held) == self.size and all(trial.state.is_finished() for trial in held.values())
+        while True:
+            self.fail_dead_trials()
+            if not self.waiting():
+                return trained
+            self.study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
 
 
 # --------------------------------------------------------------------------- tables
 @dataclass(frozen=True)
 class TableCell:
     """One cell of a results table: ``status`` (``ok``, ``diverged``, ``failed``, ``running``) and the
-    objective (an accuracy in [0, 1]) where there is one."""
+    accuracy in [0, 1] shown, where there is one."""
 
     status: str
     value: float | None = None
 
 
-def best_cells(cells: Mapping[tuple[Any, Any], TableCell]) -> set[tuple[Any, Any]]:
-    """The keys of the highest-valued ``ok`` cells (all of them on a tie)."""
-    values = {key: cell.value for key, cell in cells.items() if cell.status == "ok" and cell.value is not None}
-    if not values:
-        return set()
-    top = max(values.values())
-    return {key for key, value in values.items() if value == top}
-
-
 def cell_text(cell: TableCell | None) -> str:
-    """A cell as the tables print it: accuracy in % with two decimals, or what happened instead."""
+    """A cell as the tables print it: accuracy in % with two decimals, ``(diverged)`` after a diverged one's,
+    or what happened instead (``failed``, ``running``; ``-`` when absent). A failed cell shows no number."""
     if cell is None:
         return "-"
-    if cell.status == "ok":
-        return f"{100 * cell.value:.2f}"
-    if cell.status == "diverged":
-        return f"{100 * cell.value:.2f} (diverged)"
+    if cell.status in ("ok", "diverged") and cell.value is not None:
+        return f"{100 * cell.value:.2f}" + (" (diverged)" if cell.status == "diverged" else "")
     return cell.status
 
 
@@ -289,9 +273,10 @@ def format_grid_csv(corner: str, row_values: Sequence[Any], column_values: Seque
 
 
 def format_grid_markdown(corner: str, row_values: Sequence[Any], column_values: Sequence[Any],
-                         cells: Mapping[tuple[Any, Any], TableCell], caption: str = "") -> str:
-    """The table in Markdown, best cell(s) in bold, ``caption`` (if any) above it."""
-    best = best_cells(cells)
+                         cells: Mapping[tuple[Any, Any], TableCell], best: Iterable[tuple[Any, Any]] = (),
+                         caption: str = "") -> str:
+    """The table in Markdown, the ``best`` cell(s) in bold, ``caption`` (if any) above it."""
+    best = set(best)
     lines = [caption, ""] if caption else []
     lines.append("| " + " | ".join([corner, *map(str, column_values)]) + " |")
     lines.append("|" + "---|" * (len(column_values) + 1))
