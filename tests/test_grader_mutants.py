@@ -77,6 +77,18 @@ MUTANTS: tuple[Mutant, ...] = (
     M("Ex1 Q4", "exercise1/q4_resnet.py",
       "                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),\n                nn.BatchNorm2d(planes),",
       "                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),", "shortcut without batch norm"),
+    # Ex1 Q5: the grid
+    M("Ex1 Q5", "exercise1/q5_grid_search.py", "cells[(row, lr)] = TableCell(result.status, result.test_accuracy)",
+      "cells[(row, lr)] = TableCell(result.status, result.val_accuracy)", "the tables show validation accuracy"),
+    M("Ex1 Q5", "exercise1/q5_grid_search.py", 'weight_decay=cell["weight_decay"])', "weight_decay=0.0)",
+      "the cell's weight decay never reaches the optimizer"),
+    M("Ex1 Q5", "exercise1/q5_grid_search.py", 'lr=cell["lr"], momentum=MOMENTUM', "lr=0.1, momentum=MOMENTUM",
+      "every cell trained at the same learning rate"),
+    M("Ex1 Q5", "exercise1/q5_grid_search.py",
+      'loader = tensor_loader(data.train_images, data.train_labels, cell["batch_size"], train=True',
+      "loader = tensor_loader(data.train_images, data.train_labels, 64, train=True", "the batch size ignored"),
+    M("Ex1 Q5", "exercise1/q5_grid_search.py", "        if not math.isfinite(train_loss):\n",
+      "        if False:\n", "a NaN training loss not counted as diverged"),
     # Ex2 Q2: TripletLoss
     M("Ex2 Q2", "utils/TripletLoss.py",
       'hardest_positive = distances.masked_fill(~positive[anchors], float("-inf")).argmax(1)',
