@@ -29,7 +29,7 @@ if str(TESTS_DIR) not in sys.path:  # the grader's packages (autograder, referen
 from autograder.engine import GradingEngine  # noqa: E402
 from autograder.handout import write_handout  # noqa: E402
 from autograder.plugin import GradingPlugin  # noqa: E402
-from autograder.sandbox import Limits, can_switch_user, namespace_prefix  # noqa: E402
+from autograder.sandbox import Limits, can_switch_user, namespaces_available  # noqa: E402
 from autograder.written import read_manual  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     context = {"student": student, "seed": config.getoption("--grading-seed"), "jobs": config.getoption("--jobs"),
                "limits": {"memory_gb": config.getoption("--memory-limit"), "time_limit_s": config.getoption("--time-limit"),
                           "per_question_default_s": "60-90"},
-               "sandbox": {"own_user_per_child": can_switch_user(), "namespaces": bool(namespace_prefix())}}
+               "sandbox": {"own_user_per_child": can_switch_user(), "namespaces": namespaces_available()}}
     config._grading_engine = engine
     config.pluginmanager.register(GradingPlugin(root, grades_dir, GRADED_DIR, engine, manual, context),
                                   "autograder")

@@ -14,6 +14,8 @@ reads with ``torch.load(..., weights_only=True)``; the verdict is computed in th
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import os
 import random
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -96,17 +99,17 @@ class SandboxIds:
 
 
 @lru_cache(maxsize=1)
-def namespace_prefix() -> tuple[str, ...]:
-    """``("unshare", "--mount", "--net", "--")`` when this machine lets a root child get its own mount and
-    network namespaces, else ``()`` (then children are not network-isolated)."""
+def namespaces_available() -> bool:
+    """This process may give a child its own mount and network namespaces (root, and a kernel and
+    container that allow it): tried once with ``unshare``."""
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
-        return ()
+        return False
     try:
         done = subprocess.run(["unshare", "--mount", "--net", "--", "mount", "--make-rprivate", "/"],
                               capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return ("unshare", "--mount", "--net", "--") if done.returncode == 0 else ()
+        return False
+    return done.returncode == 0
 
 
 def _others_can_reach(path: str) -> bool:
@@ -124,7 +127,7 @@ def _others_can_reach(path: str) -> bool:
 def can_switch_user() -> bool:
     """Children can run under another user id: we are root, and that user can run Python (directly, or
     through a mount namespace that shows it the installation)."""
-    return os.geteuid() == 0 and (bool(namespace_prefix()) or all(_others_can_reach(p) for p in python_paths()))
+    return os.geteuid() == 0 and (namespaces_available() or all(_others_can_reach(p) for p in python_paths()))
 
 
 def python_paths() -> list[str]:
@@ -152,7 +155,7 @@ class Workspace:
         for folder in (self.repo, self.data, root / "home", root / "tmp", self.out):
             folder.mkdir(parents=True, exist_ok=True)
         self.harness.mkdir()
-        for name in ("runner.py", "probes.py", *(f"doubles_{double}.py" for double in doubles)):
+        for name in ("probes.py", *(f"doubles_{double}.py" for double in doubles)):
             shutil.copyfile(CHILD_DIR / name, self.harness / name)
 
     def hand_over(self, user: SandboxUser | None) -> None:
@@ -260,6 +263,84 @@ def read_answers(workspace: Workspace) -> dict[str, Any] | None:
     return answers
 
 
+class ForkServer:
+    """The children's fork server (``child/zygote.py``): one per grading process, started on first use.
+
+    It has PyTorch imported once; each child is a fork of it (see the zygote's docstring). ``spawn`` returns
+    the child's pid; ``wait(pid, timeout)`` its exit code (negative: the signal that ended it) or None.
+    """
+
+    _instance: "ForkServer | None" = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="siamese-tp-zygote-"))
+        for name in ("zygote.py", "runner.py"):
+            shutil.copyfile(CHILD_DIR / name, self.folder / name)
+        for path in [self.folder, *self.folder.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(self.folder / "zygote.py")], cwd=self.folder,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+                 "HOME": str(self.folder)},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            start_new_session=True)
+        self.write_lock = threading.Lock()
+        self.condition = threading.Condition()
+        self.pids: dict[int, int] = {}  # request id -> pid
+        self.exits: dict[int, int] = {}  # pid -> exit code
+        self.ids = itertools.count()
+        threading.Thread(target=self._read, daemon=True, name="zygote-reader").start()
+
+    @classmethod
+    def shared(cls) -> "ForkServer":
+        with cls._instance_lock:
+            if cls._instance is None or cls._instance.process.poll() is not None:
+                cls._instance = cls()
+                atexit.register(cls._instance.stop)
+            return cls._instance
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self.condition:
+                if "id" in message:
+                    self.pids[message["id"]] = message["pid"]
+                else:
+                    self.exits[message["pid"]] = message["status"]
+                self.condition.notify_all()
+        with self.condition:  # the server is gone: nothing more will come
+            self.exits.setdefault(-1, -1)
+            self.condition.notify_all()
+
+    def spawn(self, config: Path, log: Path, env: dict[str, str], namespaces: bool) -> int:
+        request_id = next(self.ids)
+        request = {"id": request_id, "config": str(config), "log": str(log), "env": env, "namespaces": namespaces}
+        with self.write_lock:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        with self.condition:
+            if not self.condition.wait_for(lambda: request_id in self.pids or -1 in self.exits, timeout=120):
+                raise RuntimeError("the grading fork server did not answer")
+            if request_id not in self.pids:
+                raise RuntimeError("the grading fork server stopped")
+            return self.pids.pop(request_id)
+
+    def wait(self, pid: int, timeout: float | None) -> int | None:
+        with self.condition:
+            self.condition.wait_for(lambda: pid in self.exits or -1 in self.exits, timeout=timeout)
+            return self.exits.pop(pid, None)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def run_child(workspace: Workspace, question: str, limits: Limits, user: SandboxUser | None,
               hide: tuple[Path, ...] = ()) -> ChildOutcome:
     """Run the harness for ``question`` in ``workspace`` under ``limits``; never raises for the child's sake.
@@ -267,7 +348,7 @@ def run_child(workspace: Workspace, question: str, limits: Limits, user: Sandbox
     ``hide``: folders the child must not see (the grader's own files, the grades): empty mounts over them.
     """
     cpu = limits.cpu_seconds or limits.wall_seconds
-    prefix = namespace_prefix() if user is not None else ()
+    namespaces = user is not None and namespaces_available()
     config = {
         "question": question,
         "repo": str(workspace.repo),
@@ -276,29 +357,24 @@ def run_child(workspace: Workspace, question: str, limits: Limits, user: Sandbox
         "harness": str(workspace.harness),
         "limits": {**asdict(limits), "cpu_seconds": cpu},
         "user": asdict(user) if user else None,
-        "isolate": bool(prefix),
+        "isolate": namespaces,
         "hide": [str(path) for path in hide],
         "expose": python_paths(),
         "scratch": str(workspace.root / "mounts"),
     }
     (workspace.harness / "config.json").write_text(json.dumps(config))
     workspace.hand_over(user)
-    command = [*prefix, sys.executable, "-I", "-B", str(workspace.harness / "runner.py"),
-               str(workspace.harness / "config.json")]
     log_path = workspace.root / "child.log"
+    server = ForkServer.shared()
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=workspace.repo, env=clean_environment(workspace), stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        timed_out = False
-        try:
-            process.wait(timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_group(process.pid)  # whatever the child left behind in its session goes too
-        process.wait()
+    pid = server.spawn(workspace.harness / "config.json", log_path, clean_environment(workspace), namespaces)
+    code = server.wait(pid, limits.wall_seconds)
+    timed_out = code is None
+    _kill_group(pid)  # whatever the child left behind in its session goes too
+    if timed_out:
+        code = server.wait(pid, 30)
     seconds = time.monotonic() - started
-    outcome = ChildOutcome(None, seconds=seconds, exit_code=process.returncode, log_tail=_log_tail(log_path),
+    outcome = ChildOutcome(None, seconds=seconds, exit_code=code, log_tail=_log_tail(log_path),
                            limits=config["limits"])
     if timed_out:
         outcome.reason = f"timed out after {limits.wall_seconds:g} s (a loop that never ends, or far too slow)"
@@ -307,7 +383,6 @@ def run_child(workspace: Workspace, question: str, limits: Limits, user: Sandbox
     if answers is not None:
         outcome.answers = answers
         return outcome
-    code = process.returncode
     if code is not None and code < 0:
         template = SIGNAL_REASONS.get(-code)
         if -code == signal.SIGKILL:

@@ -1,7 +1,9 @@
-"""Entry point of a sandboxed grading child: ``python -I -B runner.py CONFIG.json``.
+"""What a sandboxed grading child does, from ``run(config_path)`` on (called by ``zygote.py`` in the
+child it has just forked, still root when the grader is).
 
-Before any student code runs: hard resource limits (address space, CPU time, file size, open files,
-processes), then, when started as root, the switch to the unprivileged sandbox user. Then the question's
+Before any student code runs: in the child's own mount namespace, the grader's folders hidden and the
+Python installation made visible (``isolate_filesystem``); hard resource limits (address space, CPU time,
+file size, open files, processes); the switch to the child's own unprivileged user id. Then the question's
 probes run (``probes.py``) and their plain-data answers go to ``out/result.pt``; the process ends with
 ``os._exit`` so that no handler registered by student code runs after the answer is written.
 """
@@ -75,8 +77,8 @@ def load_harness_module(name: str, path: str):
     return module
 
 
-def main() -> None:
-    with open(sys.argv[1]) as handle:
+def run(config_path: str) -> None:
+    with open(config_path) as handle:
         config = json.load(handle)
     if config["isolate"]:
         isolate_filesystem(config["hide"], config["expose"], config["scratch"])
@@ -101,7 +103,3 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-if __name__ == "__main__":
-    main()
