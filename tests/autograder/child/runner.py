@@ -46,6 +46,7 @@ def isolate_filesystem(hide: list, expose: list, scratch: str) -> None:
     the subfolders leading to ``expose`` are bound back."""
     mount("--make-rprivate", "/")
     hidden = {os.path.realpath(path) for path in hide if os.path.isdir(path)}
+    hidden = {path for path in hidden if not any(path.startswith(other + os.sep) for other in hidden)}
     reopened: dict = {}
     for path in expose:
         parts = os.path.realpath(path).split(os.sep)
