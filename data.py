@@ -118,7 +118,10 @@ class Market1501(Dataset):
         """Person id from a Market-1501 file name: ``-1`` for junk, ``0`` for distractors."""
         # BEGIN SOLUTION
         # "0002_c1s1_000451_03.jpg" -> 2; junk files start with "-1", distractors with "0000".
-        return int(Path(file_path).name.split("_")[0])
+        try:
+            return int(Path(file_path).name.split("_")[0])
+        except ValueError:
+            raise ValueError(f"{file_path}: not a Market-1501 file name (expected PPPP_cCsS_FFFFFF_BB.jpg)") from None
         # END SOLUTION
 
     def __len__(self) -> int:
