@@ -40,11 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from utils.augment import random_pad_crop  # noqa: E402
 from utils.io import write_json_atomic  # noqa: E402
-from utils.lab_digits import add_lab_data_arguments, load_lab_digits  # noqa: E402
+from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E402
 from utils.run_checkpoint import check_resume_flags, checkpoint_path, resume_epoch, save_epoch  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, progress_disabled,
-    resolve_device, seed_everything,
 )
 
 
@@ -77,7 +76,8 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    """DenseNet-BC: a 3x3 stem of 2k channels (no pooling: a digit is only 28x28), dense blocks separated by transitions, BN-ReLU, global pool, linear.
+    """DenseNet-BC: a 3x3 stem of 2k channels (no pooling: a digit is only 28x28), dense blocks separated by
+    transitions, BN-ReLU, global average pool, linear.
 
     Args:
         num_blocks: bottleneck layers per dense block (a transition follows every block but the last).
@@ -264,9 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    data = load_lab_digits(args, device)
+    device, data = prepare_lab_run(args)
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
     test_images, test_labels = data.test_images, data.test_labels
     if args.dry_run:  # a code check: two batches' worth of test digits, strided (the sample is sorted by digit)

@@ -57,13 +57,12 @@ from utils.embedding import (  # noqa: E402
     compute_embeddings, dry_run_subset, fit_embedding, identity_batches, knn_predict, random_triplets, save_figure,
 )
 from utils.io import atomic_write, write_json_atomic, write_text_atomic  # noqa: E402
-from utils.lab_digits import add_lab_data_arguments, load_lab_digits  # noqa: E402
+from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E402
 from utils.metrics import euclidean_distance_matrix  # noqa: E402
 from utils.RandomSampler import RandomIdentitySampler  # noqa: E402
 from utils.run_checkpoint import check_resume_flags, checkpoint_path, resume_epoch, save_epoch  # noqa: E402
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, resolve_device,
-    seed_everything, steps_per_epoch,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, steps_per_epoch,
 )
 from utils.TripletLoss import TripletLoss, triplet_loss  # noqa: E402
 
@@ -288,7 +287,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("seed", "shift", "weight_decay", "margin"):
         if getattr(args, name) < 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.num_instances < 2:
+    if args.triplets != "random" and args.num_instances < 2:
         raise SystemExit(f"error: --num-instances must be >= 2 (an anchor needs a positive), got {args.num_instances}")
     if args.triplets != "random" and args.batch_size % args.num_instances:
         raise SystemExit(f"error: --batch-size {args.batch_size} must be a multiple of --num-instances "
@@ -308,9 +307,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    data = load_lab_digits(args, device)
+    device, data = prepare_lab_run(args)
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
     if args.dry_run:
         data = dry_run_subset(data)
@@ -377,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         seen = torch.isin(data.test_labels, torch.tensor(args.triplet_classes, device=device))
         results["accuracy_test_seen_classes"] = accuracy(predicted[seen], data.test_labels[seen])
         results["accuracy_test_unseen_classes"] = accuracy(predicted[~seen], data.test_labels[~seen])
+    results["test_digits_per_class"] = torch.bincount(data.test_labels, minlength=10).tolist()
+    results["errors_per_class"] = torch.bincount(data.test_labels[predicted != data.test_labels], minlength=10).tolist()
     results.update(write_errors(logger.directory, data, evaluation, predicted, args.k, args.max_errors))
     centres = evaluation["centres"]
     plot_centres(data.train_images[centres], data.train_labels[centres].tolist(), logger.directory / "centres.png")

@@ -163,3 +163,12 @@ def load_lab_digits(args: argparse.Namespace, device: torch.device | str = "cpu"
         data = lab_subset(data)
         print(f"Data: {data.source}")
     return data.to(device)
+
+
+def prepare_lab_run(args: argparse.Namespace) -> tuple[torch.device, MnistData]:
+    """The start of the lab's training scripts: seed, pick the device, load the digits onto it."""
+    from utils.training import resolve_device, seed_everything
+
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    return device, load_lab_digits(args, device)
