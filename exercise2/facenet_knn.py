@@ -59,6 +59,7 @@ from utils.embedding import (  # noqa: E402
 from utils.io import atomic_write, write_json_atomic, write_text_atomic  # noqa: E402
 from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E402
 from utils.metrics import euclidean_distance_matrix  # noqa: E402
+from utils.mnist import MnistData  # noqa: E402
 from utils.RandomSampler import RandomIdentitySampler  # noqa: E402
 from utils.run_checkpoint import check_resume_flags, checkpoint_path, resume_epoch, save_epoch  # noqa: E402
 from utils.training import (  # noqa: E402
@@ -95,11 +96,22 @@ def nearest_neighbour_predict(reference: torch.Tensor, reference_labels: torch.T
                       for start in range(0, len(queries), QUERY_CHUNK)])
 
 
+def stratified_folds(labels: torch.Tensor, folds: int = TRAIN_FOLDS) -> torch.Tensor:
+    """Fold of each item, 0..folds-1: the items of each class go to the folds in turn, so every fold holds
+    every class in proportion, whatever the order of the items (a CSV may list the digits 0, 1, ..., 9, 0, ...)."""
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    first_of_class = torch.searchsorted(sorted_labels, sorted_labels, side="left")
+    fold = torch.empty_like(labels)
+    fold[order] = (torch.arange(len(labels), device=labels.device) - first_of_class) % folds
+    return fold
+
+
 def train_knn_predict(embeddings: torch.Tensor, labels: torch.Tensor, k: int, folds: int = TRAIN_FOLDS) -> torch.Tensor:
-    """kNN labels of the training digits themselves: fold ``f`` (every ``folds``-th digit) is voted on by the
+    """kNN labels of the training digits themselves: each of ``folds`` stratified folds is voted on by the
     other folds, so a digit is never its own nearest neighbour. Returns (N,) labels."""
     predicted = torch.empty_like(labels)
-    fold = torch.arange(len(labels), device=labels.device) % folds
+    fold = stratified_folds(labels, folds)
     for index in range(folds):
         queries, reference = fold == index, fold != index
         predicted[queries] = nearest_neighbour_predict(embeddings[reference], labels[reference], embeddings[queries], k)
@@ -195,8 +207,8 @@ def plot_centres(images: torch.Tensor, labels: list[int], path: Path) -> None:
     save_figure(figure, path)
 
 
-def write_errors(directory: Path, data, evaluation: dict[str, torch.Tensor], predicted: torch.Tensor, k: int,
-                 max_errors: int) -> dict[str, object]:
+def write_errors(directory: Path, data: MnistData, evaluation: dict[str, torch.Tensor], predicted: torch.Tensor,
+                 k: int, max_errors: int) -> dict[str, object]:
     """``pics/``, ``errors.csv`` and ``errors.png`` for the misclassified test digits; returns their summary."""
     wrong = torch.nonzero(predicted != data.test_labels).flatten()
     true, guessed = data.test_labels[wrong], predicted[wrong]

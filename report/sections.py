@@ -914,6 +914,7 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
             "knn_train": percent(results.get("accuracy_train_knn")),
             "centre_test": percent(results.get("accuracy_test_centre")), "errors": count(results.get("errors_test")),
             "epochs": count(results.get("epochs")), "best_knn_test": percent(best), "best_epoch": str(epoch),
+            "final_loss": decimal(final_value(run, "Loss/train")),
         }.items() if value not in ("-", "None")})
     accuracies = {mode: (run.results or {}).get("accuracy_test_knn") for mode, run in mode_runs.items()}
     accuracies = {mode: value for mode, value in accuracies.items() if is_finite_number(value)}
@@ -926,6 +927,9 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
         knn, centre = results.get("accuracy_test_knn"), results.get("accuracy_test_centre")
         if is_finite_number(knn) and is_finite_number(centre):
             fields["fn_centre_gap"] = f"{100 * (knn - centre):.2f}"
+        if is_finite_number(knn) and is_number(results.get("test_size")) and results["test_size"]:
+            # The binomial standard error of an accuracy measured on test_size digits.
+            fields["fn_standard_error"] = f"{100 * math.sqrt(knn * (1 - knn) / results['test_size']):.1f}"
         size, errors = results.get("test_size"), results.get("errors_test")
         series = headline.epoch_series("Accuracy/test_knn")
         fields.update({"fn_data": headline.data_source or "-", "fn_k": count(results.get("k")),
@@ -935,6 +939,9 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
             per_thousand = 1000 * errors / size
             fields["fn_errors_per_1000"] = f"{per_thousand:.0f}" if size == 1000 else f"{per_thousand:.1f}"
             fields["fn_bar"] = ("meets" if per_thousand <= LAB_BAR_ERRORS_PER_1000 else "misses")
+        centre_series = headline.epoch_series("Accuracy/test_centre")
+        if series and centre_series:
+            fields["fn_knn_first"], fields["fn_centre_first"] = percent(series[1][0]), percent(centre_series[1][0])
         if series:
             reached = [int(epoch) for epoch, value in zip(*series) if value >= 0.97]
             fields["fn_first_epoch_97"] = str(reached[0]) if reached else "none of them"
@@ -956,7 +963,8 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
                        "q3_seen": percent(results.get("accuracy_test_seen_classes")),
                        "q3_unseen": percent(results.get("accuracy_test_unseen_classes")),
                        "q3_knn_test": percent(results.get("accuracy_test_knn")),
-                       "q3_centre_test": percent(results.get("accuracy_test_centre"))})
+                       "q3_centre_test": percent(results.get("accuracy_test_centre")),
+                       "q3_confusions": str(results.get("top_confusions", "-"))})
         if headline is not None and headline.results:
             fields["fn_seen"] = percent(per_class_accuracy(headline.results, chosen))
             fields["fn_unseen"] = percent(per_class_accuracy(headline.results, others))

@@ -149,12 +149,24 @@ def test_lab_subset_is_stratified_2000_by_1000_and_the_same_every_time():
 
 
 # --------------------------------------------------------------------------- kNN, centre points, triplets
+def test_training_folds_are_stratified_whatever_the_order():
+    cyclic = torch.arange(50) % 10  # 0, 1, ..., 9, 0, 1, ...: interleaved folds would put two digits per fold
+    fold = facenet_knn.stratified_folds(cyclic, 5)
+    for index in range(5):
+        assert sorted(cyclic[fold == index].tolist()) == list(range(10))
+    labels = torch.tensor([3, 3, 1, 3, 1, 1, 3, 2])
+    fold = facenet_knn.stratified_folds(labels, 2)
+    for label in (1, 2, 3):  # each class alternates between the two folds in its own order
+        assert fold[labels == label].tolist() == [i % 2 for i in range(int((labels == label).sum()))]
+
+
 def test_train_knn_and_centres_match_brute_force():
     generator = torch.Generator().manual_seed(3)
     embeddings, labels = torch.randn(40, 3, generator=generator), torch.randint(0, 4, (40,), generator=generator)
     predicted = facenet_knn.train_knn_predict(embeddings, labels, k=1, folds=5)
+    fold = facenet_knn.stratified_folds(labels, 5).tolist()
     for item in range(40):
-        others = [j for j in range(40) if j % 5 != item % 5]
+        others = [j for j in range(40) if fold[j] != fold[item]]
         nearest = min(others, key=lambda j: torch.dist(embeddings[item], embeddings[j]).item())
         assert predicted[item] == labels[nearest]
     centres = facenet_knn.class_centres(embeddings, labels)
@@ -311,3 +323,49 @@ def test_densenet_resnext_dry_run(tmp_path):
     results = densenet_resnext.main(["--dry-run", "--arch", "resnext32_16x8d", "--batch-size", "8",
                                      "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path)])
     assert results["convolutions"] == 31 and 0 <= results["accuracy_test"] <= 1
+
+
+# --------------------------------------------------------------------------- the report's answers
+def test_every_figure_the_answers_quote_is_filled_from_real_runs(tmp_path):
+    """Tiny real runs of every experiment the answers quote: each {placeholder} of the lab's answer files gets a
+    value, and the values are the runs' own (errors per 1,000, votes read back from errors.csv)."""
+    import re
+
+    from report import sections
+    from report.runs import Notices, RunIndex
+
+    write_lab_layout(tmp_path / "mnist", train=40, test=20)
+    outputs = ["--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
+    lab = ["--lab-root", str(tmp_path / "mnist"), "--lab-subset", "--epochs", "1", "--batch-size", "16", *outputs]
+    for arch in sections.ARCHITECTURES:
+        densenet_resnext.main([*lab, "--arch", arch, "--run-name", arch])
+    for mode in sections.TRIPLET_MODES:
+        facenet_knn.main([*lab, "--triplets", mode, "--num-instances", "4", "--dim", "8", "--run-name", mode])
+    facenet_knn.main([*lab, "--triplet-classes", "0", "1", "--num-instances", "8", "--dim", "8", "--run-name", "q3"])
+
+    index = RunIndex(tmp_path / "runs", notices=Notices(echo=None))
+    ctx = sections.BuildContext(index, tmp_path / "out", Path(sections.__file__).parent / "answers", None,
+                                index.notices)
+    mode_runs = {mode: index.select("facenet_knn", lambda run, mode=mode: run.name == mode)
+                 for mode in sections.TRIPLET_MODES}
+    fields = sections.facenet_fields(mode_runs, index.select("facenet_knn", lambda run: run.name == "q3"))
+    for arch in sections.ARCHITECTURES:
+        fields.update(sections.lab_architecture_fields(index.select("densenet_resnext",
+                                                                    lambda run, arch=arch: run.name == arch)))
+    labs = {section.key: section for section in sections.LABS}
+    for text in (sections.render_lab_architectures(ctx, labs["lab_architectures"]),
+                 sections.render_lab_facenet(ctx, labs["lab_facenet"])):
+        assert "**?**" not in text and "not written yet" not in text
+    for name in (*sections.LAB_ARCHITECTURE_ANSWERS, *sections.FACENET_ANSWERS):
+        placeholders = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", (ctx.answers_dir / name).read_text()))
+        assert placeholders - set(fields) - {"architectures_ranking"} == set(), name  # (made by the render)
+
+    results = json.loads((tmp_path / "runs" / "facenet_knn" / "batch_hard" / "results.json").read_text())
+    assert fields["batch_hard_errors"] == str(results["errors_test"])
+    assert fields["fn_errors_per_1000"] == f"{1000 * results['errors_test'] / 20:.1f}"
+    assert fields["fn_bar"] == ("meets" if results["errors_test"] * 1000 / 20 <= 30 else "misses")
+    with (tmp_path / "runs" / "facenet_knn" / "batch_hard" / "errors.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert fields["fn_errors_unanimous"] == str(sum(row["votes_for_predicted_of_5"] == "5" for row in rows))
+    sizes, errors = results["test_digits_per_class"], results["errors_per_class"]
+    assert fields["fn_seen"] == f"{100 * (1 - (errors[0] + errors[1]) / (sizes[0] + sizes[1])):.2f}"
