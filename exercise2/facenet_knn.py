@@ -92,8 +92,9 @@ class FaceNetEmbedding(nn.Module):
 def nearest_neighbour_predict(reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor,
                               k: int) -> torch.Tensor:
     """``knn_predict`` over chunks of queries, so that the distance matrix stays small: (Q,) labels."""
-    return torch.cat([knn_predict(reference, reference_labels, queries[start: start + QUERY_CHUNK], k)
-                      for start in range(0, len(queries), QUERY_CHUNK)])
+    chunks = [knn_predict(reference, reference_labels, queries[start: start + QUERY_CHUNK], k)
+              for start in range(0, len(queries), QUERY_CHUNK)]
+    return torch.cat([reference_labels[:0], *chunks])  # an empty fold of a tiny set gives no label
 
 
 def stratified_folds(labels: torch.Tensor, folds: int = TRAIN_FOLDS) -> torch.Tensor:

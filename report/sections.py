@@ -789,13 +789,15 @@ def render_ex2_q7(ctx: BuildContext, section: Section) -> str:
 # --------------------------------------------------------------------------- optional labs
 ARCHITECTURES = ("densenet", "densenet52", "resnext32_16x8d")
 LAB_DIGITS_SCRIPT = "densenet_resnext"
-LAB_DIGITS_COMMANDS = tuple(Command(f"python exercise1/densenet_resnext.py --arch {arch} --lab-subset")
-                            for arch in ARCHITECTURES)
+LAB_DIGITS_COMMANDS = (*(Command(f"python exercise1/densenet_resnext.py --arch {arch} --lab-subset")
+                         for arch in ARCHITECTURES),
+                       Command("python exercise1/densenet_resnext.py --arch densenet52 --epochs 1"))
 LAB_ARCHITECTURE_ANSWERS = ("lab_densenet_52_layers.md", "lab_densenet_resnext_results.md")
 
 
-def filled_answer(ctx: BuildContext, name: str, fields: dict[str, str]) -> str:
-    """An answer whose ``{placeholders}`` are filled from the runs (``**?**`` for a figure not measured yet)."""
+def filled_answer(ctx: BuildContext, name: str, fields: dict[str, str], commands: Iterable[Command]) -> str:
+    """An answer whose ``{placeholders}`` are filled from the runs (``**?**`` for a figure not measured yet,
+    with the ``commands`` that measure them)."""
     path = ctx.answers_dir / name
     ctx.answers_used.add(name)
     if not path.is_file():
@@ -803,7 +805,7 @@ def filled_answer(ctx: BuildContext, name: str, fields: dict[str, str]) -> str:
     text, unknown = fill_placeholders(strip_comments(path.read_text(encoding="utf-8")), fields)
     if unknown:
         text, _ = fill_placeholders(text, {placeholder: "**?**" for placeholder in unknown})
-        text += "\n> The figures marked **?** come from runs not made yet (commands below).\n"
+        text += f"\n> The figures marked **?** come from runs not made yet: {ctx.commands_text(commands)}.\n"
     return demote_headings(text, 3)
 
 
@@ -823,13 +825,17 @@ def lab_architecture_fields(run: Run) -> dict[str, str]:
     arch = run.config.get("arch", "?") + ("" if run.config.get("lab_subset") else "_full")
     best, epoch = best_epoch(run, "Accuracy/test")
     at_five = next((row.get("Accuracy/test") for row in run.history if row.get("epoch") == 5), None)
+    gaps = [(row["Accuracy/train"] - row["Accuracy/test"], row["epoch"]) for row in run.history
+            if is_finite_number(row.get("Accuracy/train")) and is_finite_number(row.get("Accuracy/test"))]
+    worst_gap, gap_epoch = max(gaps, default=(None, None))
     values = {"accuracy": percent(final_value(run, "Accuracy/test")), "errors": count(results.get("errors_test")),
               "test_size": count(results.get("test_size")), "train_size": count(results.get("train_size")),
               "epochs": str(max((row["epoch"] for row in run.history), default="-")),
               "train_accuracy": percent(final_value(run, "Accuracy/train")), "best_accuracy": percent(best),
               "best_epoch": str(epoch), "accuracy_epoch5": percent(at_five),
               "parameters": count(results.get("parameters")), "convolutions": count(results.get("convolutions")),
-              "data": run.data_source or "-"}
+              "worst_gap": decimal(100 * worst_gap if worst_gap is not None else None, 1),
+              "worst_gap_epoch": str(gap_epoch), "data": run.data_source or "-"}
     return {f"{arch}_{name}": value for name, value in values.items() if value not in ("-", "None")}
 
 
@@ -859,7 +865,7 @@ def render_lab_architectures(ctx: BuildContext, section: Section) -> str | None:
     if len(finished) > 1:
         ranked = sorted(finished.items(), key=lambda item: -float(item[1]))
         fields["architectures_ranking"] = " > ".join(f"{arch} ({value} %)" for arch, value in ranked)
-    parts = [filled_answer(ctx, name, fields) for name in LAB_ARCHITECTURE_ANSWERS]
+    parts = [filled_answer(ctx, name, fields, section.commands) for name in LAB_ARCHITECTURE_ANSWERS]
     parts.append(table(("architecture", "run", "epochs", "test accuracy (%)", "s / epoch", "script", "data"), rows))
     path = figures.plot_comparison(ctx.figure_path(f"{section.key}_architectures.png"),
                                    "Architectures on MNIST", curves)
@@ -881,7 +887,21 @@ LAB_BAR_ERRORS_PER_1000 = 30
 
 
 def all_digits(run: Run) -> bool:
+    """A run whose triplets come from every digit and whose errors are the kNN's."""
     return (run.results or {}).get("triplet_classes", "all") == "all" and run.config.get("predict", "knn") == "knn"
+
+
+def chosen_digits(run: Run) -> bool:
+    """A run of ``--triplet-classes``: its triplets come from some digits only."""
+    return (run.results or {}).get("triplet_classes", "all") != "all"
+
+
+def latest_result(ctx: BuildContext, script: str, where: Callable[[Run], bool]) -> Run | None:
+    """The run ``select`` gives, passing over a dry run that ``--run`` did not name when a real run exists."""
+    run = ctx.index.select(script, where)
+    if run is not None and run.dry_run and run.name not in {pick.rpartition("/")[2] for pick in ctx.index.picks}:
+        run = ctx.index.select(script, lambda other: where(other) and not other.dry_run) or run
+    return run
 
 
 def errors_table(run: Run) -> list[dict[str, str]]:
@@ -976,10 +996,10 @@ def render_lab_facenet(ctx: BuildContext, section: Section) -> str | None:
     then each run's curves and figures, and the run on chosen digits (``--triplet-classes``)."""
     mode_runs = {}
     for mode in TRIPLET_MODES:
-        run = ctx.index.select(FACENET, lambda run, mode=mode: run.config.get("triplets") == mode and all_digits(run))
+        run = latest_result(ctx, FACENET, lambda run, mode=mode: run.config.get("triplets") == mode and all_digits(run))
         if run is not None:
             mode_runs[mode] = run
-    classes_run = ctx.index.select(FACENET, lambda run: not all_digits(run))
+    classes_run = latest_result(ctx, FACENET, chosen_digits)
     if not mode_runs and classes_run is None:
         return None
     parts = []
@@ -1010,7 +1030,7 @@ def render_lab_facenet(ctx: BuildContext, section: Section) -> str | None:
             parts.append(ctx.image(path, "kNN accuracy per epoch on the test and training digits, and the training "
                                          "loss, of each triplet mode"))
     fields = facenet_fields(mode_runs, classes_run)
-    parts += [filled_answer(ctx, name, fields) for name in FACENET_ANSWERS]
+    parts += [filled_answer(ctx, name, fields, section.commands) for name in FACENET_ANSWERS]
     for mode, run in mode_runs.items():
         parts.append(f"#### triplets = {mode}\n\n" + generic_run(ctx, f"{section.key}_{mode}", run,
                                                                  f"{section.title} (triplets {mode})", numbers=False))

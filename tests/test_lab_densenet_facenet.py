@@ -302,6 +302,19 @@ def test_facenet_bad_flags_are_one_line_errors(tmp_path, argv, message):
         facenet_knn.main(["--dry-run", "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), *argv])
 
 
+def test_a_last_batch_of_one_digit_trains(tmp_path):
+    # 17 digits in batches of 16: the last batch holds one digit; batch norm still has 3 x 3 maps to average.
+    write_lab_layout(tmp_path / "mnist", train=17, test=10)
+    results = densenet_resnext.main(["--lab-root", str(tmp_path / "mnist"), "--arch", "densenet", "--epochs", "1",
+                                     "--batch-size", "16", "--runs-dir", str(tmp_path), "--checkpoint-dir",
+                                     str(tmp_path)])
+    assert results["train_size"] == 17 and 0 <= results["accuracy_test"] <= 1
+    results = facenet_knn.main(["--lab-root", str(tmp_path / "mnist"), "--triplets", "random", "--epochs", "1",
+                                "--batch-size", "16", "--dim", "8", "--runs-dir", str(tmp_path),
+                                "--checkpoint-dir", str(tmp_path)])  # one anchor left: three images
+    assert results["train_size"] == 17
+
+
 def test_a_diverging_densenet_stops_with_one_line(tmp_path):
     write_lab_layout(tmp_path / "mnist", train=40, test=20)
     with pytest.raises(SystemExit, match=r"^error: the training loss became (nan|inf)"):
@@ -339,6 +352,8 @@ def test_every_figure_the_answers_quote_is_filled_from_real_runs(tmp_path):
     lab = ["--lab-root", str(tmp_path / "mnist"), "--lab-subset", "--epochs", "1", "--batch-size", "16", *outputs]
     for arch in sections.ARCHITECTURES:
         densenet_resnext.main([*lab, "--arch", arch, "--run-name", arch])
+    densenet_resnext.main([*(flag for flag in lab if flag != "--lab-subset"), "--arch", "densenet52",
+                           "--run-name", "all-digits"])
     for mode in sections.TRIPLET_MODES:
         facenet_knn.main([*lab, "--triplets", mode, "--num-instances", "4", "--dim", "8", "--run-name", mode])
     facenet_knn.main([*lab, "--triplet-classes", "0", "1", "--num-instances", "8", "--dim", "8", "--run-name", "q3"])
@@ -349,9 +364,9 @@ def test_every_figure_the_answers_quote_is_filled_from_real_runs(tmp_path):
     mode_runs = {mode: index.select("facenet_knn", lambda run, mode=mode: run.name == mode)
                  for mode in sections.TRIPLET_MODES}
     fields = sections.facenet_fields(mode_runs, index.select("facenet_knn", lambda run: run.name == "q3"))
-    for arch in sections.ARCHITECTURES:
+    for name in (*sections.ARCHITECTURES, "all-digits"):
         fields.update(sections.lab_architecture_fields(index.select("densenet_resnext",
-                                                                    lambda run, arch=arch: run.name == arch)))
+                                                                    lambda run, name=name: run.name == name)))
     labs = {section.key: section for section in sections.LABS}
     for text in (sections.render_lab_architectures(ctx, labs["lab_architectures"]),
                  sections.render_lab_facenet(ctx, labs["lab_facenet"])):
