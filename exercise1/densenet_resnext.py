@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from utils.augment import random_pad_crop  # noqa: E402
 from utils.io import write_json_atomic  # noqa: E402
 from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E402
-from utils.run_checkpoint import check_resume_flags, checkpoint_path, resume_epoch, save_epoch  # noqa: E402
+from utils.run_checkpoint import (  # noqa: E402
+    check_resume_flags, checkpoint_path, keep_final_metrics, resume_epoch, save_epoch,
+)
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, progress_disabled,
 )
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                "errors_test": round((1 - test_accuracy) * len(test_labels)), "test_size": len(test_labels),
                "train_size": len(data.train_labels)}
     write_json_atomic(logger.directory / "results.json", results)
+    keep_final_metrics(logger)
     logger.save(data=data.source)
     logger.close()
     print(f"Test accuracy ({args.arch}, {args.epochs} epochs): {100 * test_accuracy:.2f}% "

@@ -61,7 +61,9 @@ from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E4
 from utils.metrics import euclidean_distance_matrix  # noqa: E402
 from utils.mnist import MnistData  # noqa: E402
 from utils.RandomSampler import RandomIdentitySampler  # noqa: E402
-from utils.run_checkpoint import check_resume_flags, checkpoint_path, resume_epoch, save_epoch  # noqa: E402
+from utils.run_checkpoint import (  # noqa: E402
+    check_resume_flags, checkpoint_path, keep_final_metrics, resume_epoch, save_epoch,
+)
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, steps_per_epoch,
 )
@@ -394,6 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     plot_centres(data.train_images[centres], data.train_labels[centres].tolist(), logger.directory / "centres.png")
     results["figures"] = ["errors.png", "centres.png"]
     write_json_atomic(logger.directory / "results.json", results)
+    keep_final_metrics(logger)
     logger.save(data=data.source)
     logger.close()
     print(f"Test accuracy ({args.triplets} triplets, {args.epochs} epochs): kNN (k={args.k}) "

@@ -913,6 +913,23 @@ def errors_table(run: Run) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def confusions_text(rows: list[dict[str, str]]) -> str:
+    """``4 read as 9 (4), 9 read as 8 (2) and 12 other single errors`` from ``errors.csv`` rows."""
+    from collections import Counter
+
+    counts = Counter((row["true"], row["predicted"]) for row in rows).most_common()
+    repeated = [f"{true} read as {predicted} ({n})" for (true, predicted), n in counts[:6] if n > 1]
+    others = len(rows) - sum(n for (_, _), n in counts[:len(repeated)])
+    if not repeated:
+        return f"{len(rows)} different confusions, none repeated"
+    return ", ".join(repeated) + (f" and {others} other errors" if others else "")
+
+
+def data_kind(source: str) -> str:
+    """The kind of digits a run used, without paths: ``full MNIST``, ``embedded MNIST sample``..."""
+    return re.split(r" from | \(|;", source)[0] if source else "-"
+
+
 def per_class_accuracy(results: dict[str, Any], digits: Sequence[int]) -> Any:
     """Accuracy on the test digits of ``digits``, from ``results.json``'s per-class counts (None without them)."""
     sizes, errors = results.get("test_digits_per_class"), results.get("errors_per_class")
@@ -952,9 +969,8 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
             fields["fn_standard_error"] = f"{100 * math.sqrt(knn * (1 - knn) / results['test_size']):.1f}"
         size, errors = results.get("test_size"), results.get("errors_test")
         series = headline.epoch_series("Accuracy/test_knn")
-        fields.update({"fn_data": headline.data_source or "-", "fn_k": count(results.get("k")),
-                       "fn_test_size": count(size), "fn_train_size": count(results.get("train_size")),
-                       "fn_confusions": str(results.get("top_confusions", "-"))})
+        fields.update({"fn_data": data_kind(headline.data_source), "fn_k": count(results.get("k")),
+                       "fn_test_size": count(size), "fn_train_size": count(results.get("train_size"))})
         if is_number(size) and is_number(errors) and size:
             per_thousand = 1000 * errors / size
             fields["fn_errors_per_1000"] = f"{per_thousand:.0f}" if size == 1000 else f"{per_thousand:.1f}"
@@ -967,6 +983,7 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
             fields["fn_first_epoch_97"] = str(reached[0]) if reached else "none of them"
         rows = errors_table(headline)
         if rows:
+            fields["fn_confusions"] = confusions_text(rows)
             vote_column = next((name for name in rows[0] if name.startswith("votes_for_predicted_of_")), None)
             k = int(vote_column.rsplit("_", 1)[1]) if vote_column else None
             if vote_column:
@@ -983,8 +1000,10 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
                        "q3_seen": percent(results.get("accuracy_test_seen_classes")),
                        "q3_unseen": percent(results.get("accuracy_test_unseen_classes")),
                        "q3_knn_test": percent(results.get("accuracy_test_knn")),
-                       "q3_centre_test": percent(results.get("accuracy_test_centre")),
-                       "q3_confusions": str(results.get("top_confusions", "-"))})
+                       "q3_centre_test": percent(results.get("accuracy_test_centre"))})
+        rows = errors_table(classes_run)
+        if rows:
+            fields["q3_confusions"] = confusions_text(rows)
         if headline is not None and headline.results:
             fields["fn_seen"] = percent(per_class_accuracy(headline.results, chosen))
             fields["fn_unseen"] = percent(per_class_accuracy(headline.results, others))

@@ -281,9 +281,13 @@ def test_densenet_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypa
     resumed = densenet_resnext.main([*common, "--run-name", "cut", "--resume"])
     assert resumed["accuracy_test"] == straight["accuracy_test"]
     assert resumed["loss_test"] == pytest.approx(straight["loss_test"], rel=1e-5)
-    history = json.loads((tmp_path / "runs" / "densenet_resnext" / "cut" / "metrics.json").read_text())["history"]
-    assert [row["epoch"] for row in history] == [1, 2]
+    metrics_path = tmp_path / "runs" / "densenet_resnext" / "cut" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
     assert resumed["convolutions"] == 38 and resumed["test_size"] == 20
+    # Resuming a finished run trains nothing, gives the same results and keeps the final values.
+    assert densenet_resnext.main([*common, "--run-name", "cut", "--resume"]) == resumed
+    assert json.loads(metrics_path.read_text())["final"] == metrics["final"] != {}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -71,3 +71,10 @@ def save_epoch(path: Path, epoch: int, states: dict[str, Any], config: dict[str,
     """Atomically save ``epoch``, every ``states[name].state_dict()`` and ``config``."""
     save_checkpoint(path, {"epoch": epoch, "config": config,
                            **{name: state.state_dict() for name, state in states.items()}})
+
+
+def keep_final_metrics(logger: Any) -> None:
+    """A ``RunLogger`` resumed after its last epoch logs no epoch: keep that epoch's values as its final ones
+    (``metrics.json`` would otherwise lose them)."""
+    if not logger.final and logger.history:
+        logger.final = {key: value for key, value in logger.history[-1].items() if key != "epoch"}
