@@ -904,11 +904,11 @@ def latest_result(ctx: BuildContext, script: str, where: Callable[[Run], bool]) 
     return run
 
 
-def errors_table(run: Run) -> list[dict[str, str]]:
-    """The rows of a run's ``errors.csv`` (one per misclassified test digit)."""
+def errors_table(run: Run) -> list[dict[str, str]] | None:
+    """The rows of a run's ``errors.csv`` (one per misclassified test digit), None without the file."""
     path = run.directory / "errors.csv"
     if not path.is_file():
-        return []
+        return None
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
@@ -917,6 +917,8 @@ def confusions_text(rows: list[dict[str, str]]) -> str:
     """``4 read as 9 (4), 9 read as 8 (2) and 12 other single errors`` from ``errors.csv`` rows."""
     from collections import Counter
 
+    if not rows:
+        return "none"
     counts = Counter((row["true"], row["predicted"]) for row in rows).most_common()
     repeated = [f"{true} read as {predicted} ({n})" for (true, predicted), n in counts[:6] if n > 1]
     others = len(rows) - sum(n for (_, _), n in counts[:len(repeated)])
@@ -981,16 +983,15 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
         if series:
             reached = [int(epoch) for epoch, value in zip(*series) if value >= 0.97]
             fields["fn_first_epoch_97"] = str(reached[0]) if reached else "none of them"
-        rows = errors_table(headline)
-        if rows:
-            fields["fn_confusions"] = confusions_text(rows)
-            vote_column = next((name for name in rows[0] if name.startswith("votes_for_predicted_of_")), None)
-            k = int(vote_column.rsplit("_", 1)[1]) if vote_column else None
-            if vote_column:
-                fields["fn_errors_unanimous"] = str(sum(int(row[vote_column]) == k for row in rows))
-                fields["fn_errors_split"] = str(sum(int(row[vote_column]) < k for row in rows))
-            fields["fn_errors_true_nearer"] = str(sum(float(row["distance_nearest_true"])
-                                                      < float(row["distance_nearest_predicted"]) for row in rows))
+        rows, k = errors_table(headline), results.get("k")
+        if rows is not None and is_number(k):
+            votes = [int(row[f"votes_for_predicted_of_{k}"]) for row in rows]
+            fields.update({"fn_confusions": confusions_text(rows),
+                           "fn_errors_unanimous": str(sum(vote == k for vote in votes)),
+                           "fn_errors_split": str(sum(vote < k for vote in votes)),
+                           "fn_errors_true_nearer": str(sum(float(row["distance_nearest_true"])
+                                                            < float(row["distance_nearest_predicted"])
+                                                            for row in rows))})
     if classes_run is not None and classes_run.results:
         results = classes_run.results
         chosen = [int(digit) for digit in results.get("triplet_classes", [])]
@@ -1002,7 +1003,7 @@ def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[s
                        "q3_knn_test": percent(results.get("accuracy_test_knn")),
                        "q3_centre_test": percent(results.get("accuracy_test_centre"))})
         rows = errors_table(classes_run)
-        if rows:
+        if rows is not None:
             fields["q3_confusions"] = confusions_text(rows)
         if headline is not None and headline.results:
             fields["fn_seen"] = percent(per_class_accuracy(headline.results, chosen))

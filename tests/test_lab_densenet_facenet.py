@@ -63,21 +63,24 @@ def test_resnext_stem_is_a_1x1_convolution_to_64_and_shapes_hold():
 
 
 # --------------------------------------------------------------------------- tiny data in the lab's layout
-def digit_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` learnable fake digits (uint8 28 x 28): class c is a bright bar at row 2 + 2c, plus noise."""
+def digit_images(count: int, seed: int, learnable: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` fake digits (uint8 28 x 28) in the order 0, 1, ..., 9, 0...: noise, plus (when ``learnable``)
+    a bright bar at row 2 + 2c for class c."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 10
     images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
     for image, label in zip(images, labels):
-        image[2 + 2 * label: 4 + 2 * label, 4:24] = 255
+        if learnable:
+            image[2 + 2 * label: 4 + 2 * label, 4:24] = 255
     return images, labels
 
 
-def write_lab_layout(root: Path, train: int = 60, test: int = 30, csv_for_train: bool = True) -> dict:
+def write_lab_layout(root: Path, train: int = 60, test: int = 30, csv_for_train: bool = True,
+                     learnable: bool = True) -> dict:
     """``root/{train,test}/<class>/<id>.png``; ``train.csv`` (``id,label``) beside them when asked."""
     written = {}
     for split, count, seed in (("train", train, 1), ("test", test, 2)):
-        images, labels = digit_images(count, seed)
+        images, labels = digit_images(count, seed, learnable)
         rows = []
         for index, (image, label) in enumerate(zip(images, labels)):
             path = root / split / str(label) / f"{index}.png"
@@ -351,7 +354,7 @@ def test_every_figure_the_answers_quote_is_filled_from_real_runs(tmp_path):
     from report import sections
     from report.runs import Notices, RunIndex
 
-    write_lab_layout(tmp_path / "mnist", train=40, test=20)
+    write_lab_layout(tmp_path / "mnist", train=40, test=20, learnable=False)  # noise: errors to analyse
     outputs = ["--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
     lab = ["--lab-root", str(tmp_path / "mnist"), "--lab-subset", "--epochs", "1", "--batch-size", "16", *outputs]
     for arch in sections.ARCHITECTURES:
@@ -385,6 +388,17 @@ def test_every_figure_the_answers_quote_is_filled_from_real_runs(tmp_path):
     assert fields["fn_bar"] == ("meets" if results["errors_test"] * 1000 / 20 <= 30 else "misses")
     with (tmp_path / "runs" / "facenet_knn" / "batch_hard" / "errors.csv").open() as handle:
         rows = list(csv.DictReader(handle))
+    assert len(rows) == results["errors_test"] > 0
     assert fields["fn_errors_unanimous"] == str(sum(row["votes_for_predicted_of_5"] == "5" for row in rows))
     sizes, errors = results["test_digits_per_class"], results["errors_per_class"]
     assert fields["fn_seen"] == f"{100 * (1 - (errors[0] + errors[1]) / (sizes[0] + sizes[1])):.2f}"
+
+
+def test_confusions_are_summarised_from_the_error_rows():
+    from report.sections import confusions_text
+
+    rows = [{"true": t, "predicted": p} for t, p in (("4", "9"), ("9", "8"), ("4", "9"), ("1", "7"), ("9", "8"),
+                                                     ("4", "9"), ("3", "5"))]
+    assert confusions_text(rows) == "4 read as 9 (3), 9 read as 8 (2) and 2 other errors"
+    assert confusions_text(rows[:2]) == "2 different confusions, none repeated"
+    assert confusions_text([]) == "none"
