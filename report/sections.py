@@ -858,7 +858,9 @@ def render_lab_architectures(ctx: BuildContext, section: Section) -> str | None:
         rows.append((arch, f"`{run.name}`" + (" (dry run)" if run.dry_run else ""), epochs,
                      percent(final_value(run, "Accuracy/test")), decimal(final_value(run, "Time/train_epoch_s"), 2),
                      f"`{script}.py`", data or "-"))
-        curves[f"{arch}, {epochs} epochs ({script})"] = series_of(run, ("Loss/test", "Accuracy/test"))
+        digits = "lab subset" if run.config.get("lab_subset") else data_kind(run.data_source)
+        label = f"{arch}, {epochs} epoch(s), {digits}" + ("" if script == LAB_DIGITS_SCRIPT else f" ({script})")
+        curves[label] = series_of(run, ("Loss/test", "Accuracy/test"))
         if script == LAB_DIGITS_SCRIPT and not run.dry_run:
             fields.update(lab_architecture_fields(run))
     finished = {arch: value for arch in ARCHITECTURES for value in [fields.get(f"{arch}_accuracy")] if value}
@@ -870,7 +872,7 @@ def render_lab_architectures(ctx: BuildContext, section: Section) -> str | None:
     path = figures.plot_comparison(ctx.figure_path(f"{section.key}_architectures.png"),
                                    "Architectures on MNIST", curves)
     parts.append(ctx.image(path, "Test loss and accuracy per epoch of each network (the legend names the network, "
-                                 "its epochs and the script; the table its data)"))
+                                 "its epochs and its digits; the table its exact data)"))
     return "\n".join(parts)
 
 

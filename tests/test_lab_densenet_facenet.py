@@ -309,6 +309,29 @@ def test_facenet_bad_flags_are_one_line_errors(tmp_path, argv, message):
         facenet_knn.main(["--dry-run", "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), *argv])
 
 
+def test_foreign_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
+    write_lab_layout(tmp_path / "mnist", train=20, test=10)
+    common = ["--lab-root", str(tmp_path / "mnist"), "--epochs", "1", "--batch-size", "16", "--runs-dir",
+              str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
+    densenet_resnext.main([*common, "--arch", "densenet", "--run-name", "dense"])
+    saved = tmp_path / "checkpoints" / "densenet_resnext" / "dense.pt"
+    with pytest.raises(SystemExit, match=r"^error: --resume: .*dense\.pt was trained with --arch densenet, "
+                                         r"not densenet52$"):
+        densenet_resnext.main([*common, "--arch", "densenet52", "--run-name", "dense", "--resume"])
+    foreign = tmp_path / "checkpoints" / "facenet_knn" / "dense.pt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(saved.read_bytes())
+    with pytest.raises(SystemExit, match=r"^error: --resume: .*dense\.pt has no --triplets setting: not a "
+                                         r"checkpoint of this script$"):
+        facenet_knn.main([*common, "--run-name", "dense", "--resume"])
+    saved.write_bytes(b"truncated")
+    with pytest.raises(SystemExit, match=r"^error: --resume: .*dense\.pt: not a readable PyTorch checkpoint"):
+        densenet_resnext.main([*common, "--arch", "densenet", "--run-name", "dense", "--resume"])
+    (tmp_path / "a_file").write_text("")  # an unusable --checkpoint-dir is refused before the first step
+    with pytest.raises(SystemExit, match=r"^error: --checkpoint-dir .*a_file: cannot create .*a_file/facenet_knn"):
+        facenet_knn.main([*common, "--checkpoint-dir", str(tmp_path / "a_file")])
+
+
 def test_a_last_batch_of_one_digit_trains(tmp_path):
     # 17 digits in batches of 16: the last batch holds one digit; batch norm still has 3 x 3 maps to average.
     write_lab_layout(tmp_path / "mnist", train=17, test=10)

@@ -55,6 +55,9 @@ def resume_epoch(args: argparse.Namespace, path: Path, states: dict[str, Any], s
         raise SystemExit(f"error: --resume: {path} is not a checkpoint of this script (expected epoch, config, "
                          f"{', '.join(states)})")
     for name in settings:
+        if name not in saved["config"] and getattr(args, name) is not None:
+            raise SystemExit(f"error: --resume: {path} has no --{name.replace('_', '-')} setting: not a checkpoint "
+                             f"of this script")
         if saved["config"].get(name) != getattr(args, name):
             raise SystemExit(f"error: --resume: {path} was trained with --{name.replace('_', '-')} "
                              f"{saved['config'].get(name)}, not {getattr(args, name)}")
