@@ -1068,29 +1068,279 @@ def render_ex2_q7(ctx: BuildContext, section: Section) -> str:
 
 # --------------------------------------------------------------------------- optional labs
 ARCHITECTURES = ("densenet", "densenet52", "resnext32_16x8d")
+LAB_DIGITS_SCRIPT = "densenet_resnext"
+LAB_DIGITS_COMMANDS = (*(Command(f"python exercise1/densenet_resnext.py --arch {arch} --lab-subset")
+                         for arch in ARCHITECTURES),
+                       Command("python exercise1/densenet_resnext.py --arch densenet52 --epochs 1"))
+LAB_ARCHITECTURE_ANSWERS = ("lab_densenet_52_layers.md", "lab_densenet_resnext_results.md")
+
+
+def filled_answer(ctx: BuildContext, name: str, fields: dict[str, str], commands: Iterable[Command]) -> str:
+    """An answer whose ``{placeholders}`` are filled from the runs (``**?**`` for a figure not measured yet,
+    with the ``commands`` that measure them)."""
+    path = ctx.answers_dir / name
+    ctx.answers_used.add(name)
+    if not path.is_file():
+        return f"> **Answer not written yet:** `report/answers/{name}`.\n"
+    text, unknown = fill_placeholders(strip_comments(path.read_text(encoding="utf-8")), fields)
+    if unknown:
+        text, _ = fill_placeholders(text, {placeholder: "**?**" for placeholder in unknown})
+        text += f"\n> The figures marked **?** come from runs not made yet: {ctx.commands_text(commands)}.\n"
+    return demote_headings(text, 3)
+
+
+def best_epoch(run: Run, tag: str) -> tuple[Any, Any]:
+    """``(best value, its epoch)`` of a per-epoch curve, ``(None, None)`` without one."""
+    series = run.epoch_series(tag)
+    if not series:
+        return None, None
+    value, epoch = max(zip(series[1], series[0]), key=lambda pair: (pair[0], -pair[1]))
+    return value, int(epoch)
+
+
+def lab_architecture_fields(run: Run) -> dict[str, str]:
+    """The figures an answer quotes about one ``densenet_resnext`` run: ``<arch>_<name>`` for a run on the lab's
+    subset (``--lab-subset``), ``<arch>_full_<name>`` for a run on all the digits."""
+    results = run.results or {}
+    arch = run.config.get("arch", "?") + ("" if run.config.get("lab_subset") else "_full")
+    best, epoch = best_epoch(run, "Accuracy/test")
+    at_five = next((row.get("Accuracy/test") for row in run.history if row.get("epoch") == 5), None)
+    gaps = [(row["Accuracy/train"] - row["Accuracy/test"], row["epoch"]) for row in run.history
+            if is_finite_number(row.get("Accuracy/train")) and is_finite_number(row.get("Accuracy/test"))]
+    worst_gap, gap_epoch = max(gaps, default=(None, None))
+    values = {"accuracy": percent(final_value(run, "Accuracy/test")), "errors": count(results.get("errors_test")),
+              "test_size": count(results.get("test_size")), "train_size": count(results.get("train_size")),
+              "epochs": str(max((row["epoch"] for row in run.history), default="-")),
+              "train_accuracy": percent(final_value(run, "Accuracy/train")), "best_accuracy": percent(best),
+              "best_epoch": str(epoch), "accuracy_epoch5": percent(at_five),
+              "parameters": count(results.get("parameters")), "convolutions": count(results.get("convolutions")),
+              "worst_gap": decimal(100 * worst_gap if worst_gap is not None else None, 1),
+              "worst_gap_epoch": str(gap_epoch), "data": run.data_source or "-"}
+    return {f"{arch}_{name}": value for name, value in values.items() if value not in ("-", "None")}
 
 
 def render_lab_architectures(ctx: BuildContext, section: Section) -> str | None:
-    """Lab B: the latest run of each architecture of ``q4_resnet.py --arch``, against the ResNet-18."""
-    runs = {}
-    for arch in sorted({run.config.get("arch") for run in ctx.index.candidates("q4_resnet")} - {None, "resnet18"}):
-        runs[arch] = ctx.index.select("q4_resnet", lambda run, arch=arch: run.config.get("arch") == arch)
-    if not runs:
+    """Lab B, part 1: the latest run of each DenseNet / ResNeXt (``densenet_resnext.py``, and
+    ``q4_resnet.py --arch``) per data set, against the ResNet-18; the answers filled from those runs."""
+    latest: dict[tuple[str, str, str], Run] = {}
+    for script in (LAB_DIGITS_SCRIPT, "q4_resnet"):
+        for run in ctx.index.candidates(script, lambda run: run.config.get("arch") in ARCHITECTURES):
+            latest[(script, run.config["arch"], run.data_source)] = run  # candidates come oldest first
+    if not latest:
         return None
     resnet = ctx.index.select("q4_resnet", is_resnet18)
-    if resnet is not None:
-        runs = {"resnet18": resnet, **runs}
-    rows, curves = [], {}
-    for arch, run in runs.items():
+    rows, curves, fields = [], {}, {}
+    shown = ([(("q4_resnet", "resnet18", ""), resnet)] if resnet is not None else []) + sorted(
+        latest.items(), key=lambda item: (ARCHITECTURES.index(item[0][1]), item[0][0], item[1].modified))
+    for (script, arch, data), run in shown:
         ctx.index.mark_used(section.title, run)
-        rows.append((arch, f"`{run.name}`" + (" (dry run)" if run.dry_run else ""),
-                     max((row["epoch"] for row in run.history), default="-"),
-                     percent(final_value(run, "Accuracy/test")), decimal(final_value(run, "Time/train_epoch_s"), 2)))
-        curves[arch] = series_of(run, ("Loss/test", "Accuracy/test"))
+        epochs = max((row["epoch"] for row in run.history), default="-")
+        rows.append((arch, f"`{run.name}`" + (" (dry run)" if run.dry_run else ""), epochs,
+                     percent(final_value(run, "Accuracy/test")), decimal(final_value(run, "Time/train_epoch_s"), 2),
+                     f"`{script}.py`", data or "-"))
+        digits = "lab subset" if run.config.get("lab_subset") else data_kind(run.data_source)
+        label = f"{arch}, {epochs} epoch(s), {digits}" + ("" if script == LAB_DIGITS_SCRIPT else f" ({script})")
+        curves[label] = series_of(run, ("Loss/test", "Accuracy/test"))
+        if script == LAB_DIGITS_SCRIPT and not run.dry_run:
+            fields.update(lab_architecture_fields(run))
+    finished = {arch: value for arch in ARCHITECTURES for value in [fields.get(f"{arch}_accuracy")] if value}
+    if len(finished) > 1:
+        ranked = sorted(finished.items(), key=lambda item: -float(item[1]))
+        fields["architectures_ranking"] = " > ".join(f"{arch} ({value} %)" for arch, value in ranked)
+    parts = [filled_answer(ctx, name, fields, section.commands) for name in LAB_ARCHITECTURE_ANSWERS]
+    parts.append(table(("architecture", "run", "epochs", "test accuracy (%)", "s / epoch", "script", "data"), rows))
     path = figures.plot_comparison(ctx.figure_path(f"{section.key}_architectures.png"),
                                    "Architectures on MNIST", curves)
-    return (table(("architecture", "run", "epochs", "test accuracy (%)", "s / epoch"), rows) + "\n"
-            + ctx.image(path, "Test loss and accuracy per epoch of each architecture"))
+    parts.append(ctx.image(path, "Test loss and accuracy per epoch of each network (the legend names the network, "
+                                 "its epochs and its digits; the table its exact data)"))
+    return "\n".join(parts)
+
+
+FACENET = "facenet_knn"
+TRIPLET_MODES = ("random", "batch_hard", "semi_hard")
+FACENET_COMMANDS = (Command("python exercise2/facenet_knn.py --lab-subset"),
+                    Command("python exercise2/facenet_knn.py --lab-subset --triplets semi_hard"),
+                    Command("python exercise2/facenet_knn.py --lab-subset --triplets random"),
+                    Command("python exercise2/facenet_knn.py --lab-subset --triplet-classes 0 1 2 3 4 "
+                            "--num-instances 16"))
+FACENET_ANSWERS = ("lab_facenet_knn.md", "lab_facenet_errors.md", "lab_facenet_centre_points.md",
+                   "lab_facenet_chosen_classes.md", "lab_facenet_bonus_mining.md")
+LAB_BAR_ERRORS_PER_1000 = 30
+
+
+def all_digits(run: Run) -> bool:
+    """A run whose triplets come from every digit and whose errors are the kNN's."""
+    return (run.results or {}).get("triplet_classes", "all") == "all" and run.config.get("predict", "knn") == "knn"
+
+
+def chosen_digits(run: Run) -> bool:
+    """A run of ``--triplet-classes``: its triplets come from some digits only."""
+    return (run.results or {}).get("triplet_classes", "all") != "all"
+
+
+def latest_result(ctx: BuildContext, script: str, where: Callable[[Run], bool]) -> Run | None:
+    """The run ``select`` gives, passing over a dry run that ``--run`` did not name when a real run exists."""
+    run = ctx.index.select(script, where)
+    if run is not None and run.dry_run and run.name not in {pick.rpartition("/")[2] for pick in ctx.index.picks}:
+        run = ctx.index.select(script, lambda other: where(other) and not other.dry_run) or run
+    return run
+
+
+def errors_table(run: Run) -> list[dict[str, str]] | None:
+    """The rows of a run's ``errors.csv`` (one per misclassified test digit), None without the file."""
+    path = run.directory / "errors.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def confusions_text(rows: list[dict[str, str]]) -> str:
+    """``4 read as 9 (4), 9 read as 8 (2) and 12 other single errors`` from ``errors.csv`` rows."""
+    from collections import Counter
+
+    if not rows:
+        return "none"
+    counts = Counter((row["true"], row["predicted"]) for row in rows).most_common()
+    repeated = [f"{true} read as {predicted} ({n})" for (true, predicted), n in counts[:6] if n > 1]
+    others = len(rows) - sum(n for (_, _), n in counts[:len(repeated)])
+    if not repeated:
+        return f"{len(rows)} different confusions, none repeated"
+    return ", ".join(repeated) + (f" and {others} other errors" if others else "")
+
+
+def data_kind(source: str) -> str:
+    """The kind of digits a run used, without paths: ``full MNIST``, ``embedded MNIST sample``..."""
+    return re.split(r" from | \(|;", source)[0] if source else "-"
+
+
+def per_class_accuracy(results: dict[str, Any], digits: Sequence[int]) -> Any:
+    """Accuracy on the test digits of ``digits``, from ``results.json``'s per-class counts (None without them)."""
+    sizes, errors = results.get("test_digits_per_class"), results.get("errors_per_class")
+    if not (isinstance(sizes, list) and isinstance(errors, list) and len(sizes) == len(errors) == 10):
+        return None
+    total = sum(sizes[digit] for digit in digits)
+    return 1 - sum(errors[digit] for digit in digits) / total if total else None
+
+
+def facenet_fields(mode_runs: dict[str, Run], classes_run: Run | None) -> dict[str, str]:
+    """The figures the FaceNet answers quote: ``<mode>_...`` per triplet mode, ``fn_...`` for the headline
+    (batch-hard) run and its errors, ``q3_...`` for the run on chosen digits."""
+    fields: dict[str, str] = {}
+    for mode, run in mode_runs.items():
+        results = run.results or {}
+        best, epoch = best_epoch(run, "Accuracy/test_knn")
+        fields.update({f"{mode}_{name}": value for name, value in {
+            "knn_test": percent(results.get("accuracy_test_knn")),
+            "knn_train": percent(results.get("accuracy_train_knn")),
+            "centre_test": percent(results.get("accuracy_test_centre")), "errors": count(results.get("errors_test")),
+            "epochs": count(results.get("epochs")), "best_knn_test": percent(best), "best_epoch": str(epoch),
+            "final_loss": decimal(final_value(run, "Loss/train")),
+        }.items() if value not in ("-", "None")})
+    accuracies = {mode: (run.results or {}).get("accuracy_test_knn") for mode, run in mode_runs.items()}
+    accuracies = {mode: value for mode, value in accuracies.items() if is_finite_number(value)}
+    if len(accuracies) > 1:
+        ranked = sorted(accuracies.items(), key=lambda item: -item[1])
+        fields["bonus_ranking"] = " > ".join(f"{mode} ({percent(value)} %)" for mode, value in ranked)
+    headline = mode_runs.get("batch_hard")
+    if headline is not None and headline.results:
+        results = headline.results
+        knn, centre = results.get("accuracy_test_knn"), results.get("accuracy_test_centre")
+        if is_finite_number(knn) and is_finite_number(centre):
+            fields["fn_centre_gap"] = f"{100 * (knn - centre):.2f}"
+        if is_finite_number(knn) and is_number(results.get("test_size")) and results["test_size"]:
+            # The binomial standard error of an accuracy measured on test_size digits.
+            fields["fn_standard_error"] = f"{100 * math.sqrt(knn * (1 - knn) / results['test_size']):.1f}"
+        size, errors = results.get("test_size"), results.get("errors_test")
+        series = headline.epoch_series("Accuracy/test_knn")
+        fields.update({"fn_data": data_kind(headline.data_source), "fn_k": count(results.get("k")),
+                       "fn_test_size": count(size), "fn_train_size": count(results.get("train_size"))})
+        if is_number(size) and is_number(errors) and size:
+            per_thousand = 1000 * errors / size
+            fields["fn_errors_per_1000"] = f"{per_thousand:.0f}" if size == 1000 else f"{per_thousand:.1f}"
+            fields["fn_bar"] = ("meets" if per_thousand <= LAB_BAR_ERRORS_PER_1000 else "misses")
+        centre_series = headline.epoch_series("Accuracy/test_centre")
+        if series and centre_series:
+            fields["fn_knn_first"], fields["fn_centre_first"] = percent(series[1][0]), percent(centre_series[1][0])
+        if series:
+            reached = [int(epoch) for epoch, value in zip(*series) if value >= 0.97]
+            fields["fn_first_epoch_97"] = str(reached[0]) if reached else "none of them"
+        rows, k = errors_table(headline), results.get("k")
+        if rows is not None and is_number(k):
+            votes = [int(row[f"votes_for_predicted_of_{k}"]) for row in rows]
+            fields.update({"fn_confusions": confusions_text(rows),
+                           "fn_errors_unanimous": str(sum(vote == k for vote in votes)),
+                           "fn_errors_split": str(sum(vote < k for vote in votes)),
+                           "fn_errors_true_nearer": str(sum(float(row["distance_nearest_true"])
+                                                            < float(row["distance_nearest_predicted"])
+                                                            for row in rows))})
+    if classes_run is not None and classes_run.results:
+        results = classes_run.results
+        chosen = [int(digit) for digit in results.get("triplet_classes", [])]
+        others = [digit for digit in range(10) if digit not in chosen]
+        fields.update({"q3_classes": " ".join(map(str, chosen)), "q3_other_classes": " ".join(map(str, others)),
+                       "q3_triplets": str(results.get("triplets")), "q3_epochs": count(results.get("epochs")),
+                       "q3_seen": percent(results.get("accuracy_test_seen_classes")),
+                       "q3_unseen": percent(results.get("accuracy_test_unseen_classes")),
+                       "q3_knn_test": percent(results.get("accuracy_test_knn")),
+                       "q3_centre_test": percent(results.get("accuracy_test_centre"))})
+        rows = errors_table(classes_run)
+        if rows is not None:
+            fields["q3_confusions"] = confusions_text(rows)
+        if headline is not None and headline.results:
+            fields["fn_seen"] = percent(per_class_accuracy(headline.results, chosen))
+            fields["fn_unseen"] = percent(per_class_accuracy(headline.results, others))
+    return {name: value for name, value in fields.items() if value not in ("-", "None")}
+
+
+def render_lab_facenet(ctx: BuildContext, section: Section) -> str | None:
+    """Lab B, part 2: the latest all-digit run of each triplet mode side by side, the answers filled from them,
+    then each run's curves and figures, and the run on chosen digits (``--triplet-classes``)."""
+    mode_runs = {}
+    for mode in TRIPLET_MODES:
+        run = latest_result(ctx, FACENET, lambda run, mode=mode: run.config.get("triplets") == mode and all_digits(run))
+        if run is not None:
+            mode_runs[mode] = run
+    classes_run = latest_result(ctx, FACENET, chosen_digits)
+    if not mode_runs and classes_run is None:
+        return None
+    parts = []
+    finished = {mode: run for mode, run in mode_runs.items() if run.results}
+    if finished:
+        columns: list[str] = []
+        for run in finished.values():
+            columns += [name for name in headline_numbers(run) if name not in columns]
+        parts.append(table(("variant", "run", *map(named_header, columns)),
+                           ((f"triplets = {mode}", f"`{run.name}`" + (" (dry run)" if run.dry_run else ""),
+                             *(named_value(name, headline_numbers(run).get(name, "-")) for name in columns))
+                            for mode, run in finished.items())))
+    for mode in [mode for mode in mode_runs if mode not in finished]:
+        parts.append(f"> The latest `{mode}` run, `{mode_runs[mode].name}`, has not finished: its curves so far "
+                     f"are below.\n")
+    if mode_runs:
+        data = {(run.data_source, run.config.get("epochs")) for run in mode_runs.values()}
+        if len(data) > 1:
+            parts.append("> These runs differ in data or epochs: compare them with care.\n")
+        panels = [(title, unit, {mode: series for mode, run in mode_runs.items()
+                                 for series in [run.epoch_series(tag)] if series}, unit == "%")
+                  for title, unit, tag in (("kNN accuracy, test", "%", "Accuracy/test_knn"),
+                                           ("kNN accuracy, train", "%", "Accuracy/train_knn"),
+                                           ("training loss", "loss", "Loss/train"))]
+        panels = [panel for panel in panels if panel[2]]
+        if any(panel[0].startswith("kNN") for panel in panels):
+            path = figures.plot_panels(ctx.figure_path(f"{section.key}_modes.png"), "Triplet modes", panels)
+            parts.append(ctx.image(path, "kNN accuracy per epoch on the test and training digits, and the training "
+                                         "loss, of each triplet mode"))
+    fields = facenet_fields(mode_runs, classes_run)
+    parts += [filled_answer(ctx, name, fields, section.commands) for name in FACENET_ANSWERS]
+    for mode, run in mode_runs.items():
+        parts.append(f"#### triplets = {mode}\n\n" + generic_run(ctx, f"{section.key}_{mode}", run,
+                                                                 f"{section.title} (triplets {mode})", numbers=False))
+    if classes_run is not None:
+        chosen = (classes_run.results or {}).get("triplet_classes")
+        parts.append(f"#### triplets from digits {chosen}\n\n" + generic_run(
+            ctx, f"{section.key}_chosen_classes", classes_run, f"{section.title} (chosen digits)"))
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- the registry
@@ -1128,12 +1378,10 @@ LABS: tuple[Section, ...] = (
     lab_section("lab_siamese", "siamese_verification", "Siamese face verification (network C)",
                 "python exercise2/siamese_verification.py --loss bce",
                 "python exercise2/siamese_verification.py --loss contrastive", variant="loss"),
-    Section("lab_architectures", "DenseNet and ResNeXt on MNIST", render_lab_architectures, (),
-            tuple(Command(f"python exercise1/q4_resnet.py --arch {arch}") for arch in ARCHITECTURES)),
-    lab_section("lab_facenet", "facenet_knn", "FaceNet triplet embedding and kNN on MNIST",
-                *(f"python exercise2/facenet_knn.py --triplets {mode}" for mode in ("random", "batch_hard",
-                                                                                    "semi_hard")),
-                variant="triplets"),
+    Section("lab_architectures", "DenseNet and ResNeXt on MNIST", render_lab_architectures, (LAB_DIGITS_SCRIPT,),
+            LAB_DIGITS_COMMANDS, code=("exercise1/densenet_resnext.py",)),
+    Section("lab_facenet", "FaceNet triplet embedding and kNN on MNIST", render_lab_facenet, (FACENET,),
+            FACENET_COMMANDS, code=("exercise2/facenet_knn.py",)),
     lab_section("lab_ce_vs_contrastive", "ce_vs_contrastive", "Cross-entropy vs contrastive loss",
                 "python exercise2/ce_vs_contrastive.py"),
     lab_section("lab_embeddings_2d", "embeddings_2d", "Online mining and 2-D embeddings",
