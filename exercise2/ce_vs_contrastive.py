@@ -31,9 +31,9 @@ Data: full MNIST by default (``--data-root``; digits, the headline); the lab's F
 
 Outputs in ``runs/ce_vs_contrastive/<run>/``: ``results.json``, ``tsne.png``, ``recall_at_k.png``,
 ``pairs.png`` (validation pairs and their learned distance), ``loss_curves.png`` (train and validation loss
-per epoch), one TensorBoard run (with its ``metrics.json``) per training in ``<run>/<method>_<share>/``;
-each trained model in ``<checkpoint-dir>/ce_vs_contrastive/<run>/<method>_<share>.pt`` (``--resume``
-continues an interrupted run and skips the finished trainings).
+per epoch), one TensorBoard run (with its ``metrics.json``) per training in ``<run>/<share>/<method>/``
+(``100pct/ce``, ...); each trained model in ``<checkpoint-dir>/ce_vs_contrastive/<run>/<share>/<method>.pt``
+(``--resume`` continues an interrupted run and skips the finished trainings).
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def train_method(method: str, train: MnistData, validation: MnistData, epochs: i
     validation_batches = list(method_batches(method, validation.train_images, validation.train_labels, args)(0))
     fit_embedding(model, optimizer, method_batches(method, train.train_images, train.train_labels, args),
                   batch_loss, epochs=epochs, logger=logger, max_batches=DRY_RUN_BATCHES if args.dry_run else None,
-                  description=f"{method} {logger.run_name.rsplit('/', 1)[-1]}", validation_batches=validation_batches,
+                  description=logger.run_name.split("/", 1)[1], validation_batches=validation_batches,
                   metrics=[accuracy] if method == "ce" else [], checkpoint_path=checkpoint, resume=args.resume,
                   seed=args.seed, config={"method": method, "network": "LabCNN"})
     return model
@@ -399,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
+    run_name = args.run_name or default_run_name()
+    run_dir = Path(args.runs_dir) / SCRIPT / run_name
+    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     seed_everything(args.seed)
     device = resolve_device(args.device)
     data, class_names = load_data(args)
@@ -413,9 +416,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         raise SystemExit(f"error: --val-size {args.val_size} holds out more than half of the "
                          f"{len(data.train_labels)} training images")
     pool, validation = split_validation(data.to(device), args.val_size, args.seed)
-    run_name = args.run_name or default_run_name()
-    run_dir = Path(args.runs_dir) / SCRIPT / run_name
-    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     print(f"Data: {data.source}: {len(pool.train_labels)} training, {len(validation.train_labels)} validation, "
           f"{len(pool.test_labels)} test images; device {device}; outputs in {run_dir}")
 
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         epochs_of[fraction] = args.epochs if args.dry_run else max(args.epochs, math.ceil(args.min_steps / steps))
         table[fraction] = {}
         for method in args.methods:
-            name = f"{method}_{share_name(fraction)}"
+            name = f"{share_name(fraction)}/{method}"
             logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{name}", vars(args))
             model = train_method(method, train, validation, epochs_of[fraction], args, logger,
                                  checkpoint_dir / f"{name}.pt")
