@@ -435,11 +435,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{name}", vars(args))
             model = train_method(method, train, validation, epochs_of[fraction], args, logger,
                                  checkpoint_dir / f"{name}.pt")
-            table[fraction][method], test_embeddings = evaluate_embedding(model, train, args.neighbors, method == "ce")
-            logger.log_step(epochs_of[fraction], {f"Test/{key}": value for key, value in table[fraction][method].items()})
-            logger.save(data=data.source, results=table[fraction][method])
+            metrics, test_embeddings = evaluate_embedding(model, train, args.neighbors, method == "ce")
+            table[fraction][method] = metrics
+            logger.log_step(epochs_of[fraction], {f"Test/{key}": value for key, value in metrics.items()})
+            logger.save(data=data.source, results=metrics)
             logger.close()
-            shown = ", ".join(f"{key} {100 * value:.2f}%" for key, value in table[fraction][method].items())
+            shown = ", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items())
             print(f"{method}, {100 * fraction:g} % of the training set ({sizes[fraction]} images, "
                   f"{epochs_of[fraction]} epochs): {shown}", flush=True)
             if fraction == fractions[-1]:

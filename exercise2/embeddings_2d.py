@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               **{f"{name}_{tag.lower().replace('/', '_')}": f"{value:.4g}" for name, final in finals.items()
                  for tag, value in final.items()}}
     write_json_atomic(run_dir / "results.json", {
-        "data": data.source, "epochs": args.epochs, "accuracy_test_1nn": accuracies, "last_epoch": finals,
+        "data": data.source, "epochs": args.epochs,
+        "methods": {name: {"accuracy_test_1nn": accuracies[name], **finals[name]} for name in accuracies},
         "figures": [f"scatter_{name}.png" for name in accuracies], "report_fields": fields,
         "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
     return accuracies

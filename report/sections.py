@@ -321,16 +321,39 @@ def headline_numbers(run: Run) -> dict[str, Any]:
     return {name: value for name, value in source.items() if is_number(value)}
 
 
-def lab_section(key: str, script: str, title: str, *commands: str, variant: str | None = None) -> Section:
+def filled_answers(ctx: BuildContext, names: Sequence[str], fields: dict[str, str]) -> list[str]:
+    """Answer files whose ``{placeholders}`` quote a run's figures, filled from ``fields`` (the run's
+    ``results.json`` ``report_fields``); a figure the run lacks shows as **?** and is named in a notice."""
+    parts = []
+    for name in names:
+        path = ctx.answers_dir / name
+        ctx.answers_used.add(name)
+        if not path.is_file():
+            parts.append(f"> **Answer not written yet:** `report/answers/{name}`.\n")
+            continue
+        text, unknown = fill_placeholders(strip_comments(path.read_text(encoding="utf-8")), fields)
+        if unknown:
+            text, _ = fill_placeholders(text, {field: "**?**" for field in unknown})
+            ctx.notices.add(f"report/answers/{name}: no value for {', '.join(sorted(set(unknown)))} in the run shown")
+        parts.append(demote_headings(text, 3))
+    return parts
+
+
+def lab_section(key: str, script: str, title: str, *commands: str, variant: str | None = None,
+                answers: Sequence[str] = ()) -> Section:
     """An optional lab with the generic rendering of ``runs/<script>/``.
 
     With ``variant`` (a setting such as ``loss``), the latest run of each value of that setting is shown,
-    and their numbers side by side; otherwise the latest run.
+    and their numbers side by side; otherwise the latest run, preceded by the lab's ``answers`` (files of
+    ``report/answers/``) with their placeholders filled from that run's ``report_fields``.
     """
     def render(ctx: BuildContext, section: Section) -> str | None:
         if variant is None:
             run = ctx.index.select(script)
-            return None if run is None else generic_run(ctx, key, run, title)
+            if run is None:
+                return None
+            fields = {name: str(value) for name, value in ((run.results or {}).get("report_fields") or {}).items()}
+            return "\n".join([*filled_answers(ctx, answers, fields), generic_run(ctx, key, run, title)])
         values = []
         for run in ctx.index.candidates(script):
             # A run still starting has no config yet: it joins the table once it says which variant it is.
@@ -846,8 +869,8 @@ EXERCISES: tuple[Chapter, ...] = (
 
 LABS: tuple[Section, ...] = (
     lab_section("lab_siamese", "siamese_verification", "Siamese face verification (network C)",
-                "python exercise2/siamese_verification.py --loss bce",
-                "python exercise2/siamese_verification.py --loss contrastive", variant="loss"),
+                "python exercise2/siamese_verification.py --image-size 32",
+                answers=("lab_siamese_bce_vs_contrastive.md",)),
     Section("lab_architectures", "DenseNet and ResNeXt on MNIST", render_lab_architectures, (),
             tuple(Command(f"python exercise1/q4_resnet.py --arch {arch}") for arch in ARCHITECTURES)),
     lab_section("lab_facenet", "facenet_knn", "FaceNet triplet embedding and kNN on MNIST",
@@ -855,9 +878,12 @@ LABS: tuple[Section, ...] = (
                                                                                     "semi_hard")),
                 variant="triplets"),
     lab_section("lab_ce_vs_contrastive", "ce_vs_contrastive", "Cross-entropy vs contrastive loss",
-                "python exercise2/ce_vs_contrastive.py"),
+                "python exercise2/ce_vs_contrastive.py --train-fractions 0.01 0.05 0.1 0.25 0.5 1",
+                answers=("lab_ce_vs_contrastive.md", "lab_ce_vs_contrastive_sample_efficiency.md")),
     lab_section("lab_embeddings_2d", "embeddings_2d", "Online mining and 2-D embeddings",
-                "python exercise2/embeddings_2d.py"),
+                "python exercise2/embeddings_2d.py --pair-selectors all_positive hard_negative "
+                "--triplet-selectors all hardest random_hard semi_hard",
+                answers=("lab_embeddings_2d.md", "lab_embeddings_2d_selectors.md")),
 )
 
 

@@ -190,7 +190,8 @@ def test_the_two_upstream_bugs_stay_fixed():
         loss = OnlineContrastiveLoss(1.0, selector)(lonely, labels)
         assert loss.item() == 0.0 and loss.requires_grad
     # ... and a batch of one class (no negative) too.
-    loss, nonzero = OnlineTripletLoss(1.0, HardestNegativeTripletSelector(1.0))(lonely, torch.zeros(5, dtype=torch.long))
+    one_class = torch.zeros(5, dtype=torch.long)
+    loss, nonzero = OnlineTripletLoss(1.0, HardestNegativeTripletSelector(1.0))(lonely, one_class)
     assert loss.item() == 0.0 and nonzero == 0
 
 
@@ -199,7 +200,8 @@ def test_online_losses_against_brute_force():
     margin = 1.5
     positives = [distances[pair] for pair in _pairs(True)]
     negatives = sorted(distances[pair] for pair in _pairs(False))[: len(positives)]
-    expected = (sum(d * d for d in positives) + sum(max(0.0, margin - d) ** 2 for d in negatives)) / (2 * len(positives))
+    terms = [d * d for d in positives] + [max(0.0, margin - d) ** 2 for d in negatives]
+    expected = sum(terms) / (2 * len(positives))
     loss = OnlineContrastiveLoss(margin, HardNegativePairSelector())(embeddings, LABELS)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
@@ -571,9 +573,10 @@ def test_embeddings_2d_every_method_and_selector(tmp_path):
     for name in names:
         assert (run / f"scatter_{name}.png").is_file()
         assert 0 <= accuracies[name] <= 1
-    last = json.loads((run / "results.json").read_text())["last_epoch"]
-    assert {"Loss/train", "Accuracy/train", "Loss/val", "Accuracy/val"} <= set(last["softmax"])
-    assert {"NonzeroTriplets/train", "NonzeroTriplets/val"} <= set(last["online_triplet_all"])
+    methods = json.loads((run / "results.json").read_text())["methods"]
+    assert methods["softmax"]["accuracy_test_1nn"] == accuracies["softmax"]
+    assert {"Loss/train", "Accuracy/train", "Loss/val", "Accuracy/val"} <= set(methods["softmax"])
+    assert {"NonzeroTriplets/train", "NonzeroTriplets/val"} <= set(methods["online_triplet_all"])
     assert "online_triplet_semi_hard" in (run / "accuracy_table.md").read_text()
 
 
