@@ -197,6 +197,18 @@ def plot_scatter(name: str, panels: dict[str, tuple[torch.Tensor, torch.Tensor]]
     save_figure(figure, path)
 
 
+def report_fields(accuracies: dict[str, float], finals: dict[str, dict[str, float]], source: str,
+                  epochs: int) -> dict[str, str]:
+    """The figures the lab's written answers quote (``report/answers/lab_embeddings_2d*.md``), as text:
+    ``{name}_accuracy`` (test 1-NN, %) and ``{name}_<tag>`` for each last-epoch value (``softmax_loss_val``)."""
+    fields = {"data": source, "epochs": str(epochs)}
+    for name, accuracy in accuracies.items():
+        fields[f"{name}_accuracy"] = f"{100 * accuracy:.2f}"
+        fields.update({f"{name}_{tag.lower().replace('/', '_')}": f"{value:.4g}"
+                       for tag, value in finals[name].items()})
+    return fields
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
@@ -212,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_mnist_arguments(parser)
     args = parse_training_args(parser, argv)
     problems = [
-        (args.batch_size % args.num_instances or args.batch_size // args.num_instances > 10 or args.num_instances < 2,
+        (args.num_instances < 2 or args.batch_size % args.num_instances or args.batch_size // args.num_instances > 10,
          f"--batch-size must be K x P with K = --num-instances >= 2 ({args.num_instances}) and P <= 10 digits, "
          f"got {args.batch_size}"),
         (args.margin <= 0, f"--margin must be > 0, got {args.margin}"),
@@ -256,14 +268,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     write_text_atomic(run_dir / "accuracy_table.md", f"Data: {data.source}, {args.epochs} epochs\n\n"
                       + "\n".join(table) + "\n")
     print("\n".join(table))
-    fields = {"data": data.source, "epochs": str(args.epochs),
-              **{f"{name}_accuracy": f"{100 * value:.2f}" for name, value in accuracies.items()},
-              **{f"{name}_{tag.lower().replace('/', '_')}": f"{value:.4g}" for name, final in finals.items()
-                 for tag, value in final.items()}}
     write_json_atomic(run_dir / "results.json", {
         "data": data.source, "epochs": args.epochs,
         "methods": {name: {"accuracy_test_1nn": accuracies[name], **finals[name]} for name in accuracies},
-        "figures": [f"scatter_{name}.png" for name in accuracies], "report_fields": fields,
+        "figures": [f"scatter_{name}.png" for name in accuracies],
+        "report_fields": report_fields(accuracies, finals, data.source, args.epochs),
         "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
     return accuracies
 

@@ -371,6 +371,18 @@ def verification_results(model: SiameseVerifier, train: PairImages, test: PairIm
     return results, scores
 
 
+def report_fields(heads: dict[str, dict[str, float]], args: argparse.Namespace, source: str,
+                  pair_counts: tuple[int, int]) -> dict[str, str]:
+    """The figures ``report/answers/lab_siamese_bce_vs_contrastive.md`` quotes, as text: ``{loss}_{result}``,
+    accuracies in %, AUCs with 3 decimals (``bce_accuracy_train``, ``contrastive_roc_auc_test``)."""
+    fields = {"data": source, "epochs": str(args.epochs), "image_size": str(args.image_size),
+              "train_pairs": str(pair_counts[0]), "test_pairs": str(pair_counts[1])}
+    for loss, results in heads.items():
+        fields.update({f"{loss}_{key}": f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.3f}"
+                       for key, value in results.items()})
+    return fields
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     seed_everything(args.seed)
@@ -412,13 +424,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                        *("| " + " | ".join(row) + " |" for row in rows)])
     write_text_atomic(run_dir / "results_table.md", f"{source}, {args.epochs} epochs, {args.image_size}x"
                       f"{args.image_size}\n\n{table}\n")
-    fields = {"data": source, "epochs": str(args.epochs), "image_size": str(args.image_size),
-              "train_pairs": str(len(train_pairs)), "test_pairs": str(len(test_pairs)),
-              **{f"{loss}_{key}": (f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.3f}")
-                 for loss, r in heads.items() for key, value in r.items()}}
     write_json_atomic(run_dir / "results.json", {
         "data": source, "epochs": args.epochs, "image_size": args.image_size, "train_pairs": len(train_pairs),
-        "test_pairs": len(test_pairs), "heads": heads, "figures": ["roc.png"], "report_fields": fields,
+        "test_pairs": len(test_pairs), "heads": heads, "figures": ["roc.png"],
+        "report_fields": report_fields(heads, args, source, (len(train_pairs), len(test_pairs))),
         "threshold_meaning": {"bce": "logit of P(same)", "contrastive": "distance D below which a pair is 'same'"},
         "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
     print(f"{source}, {args.epochs} epochs: verification of unseen people\n{table}\noutputs in {run_dir}")

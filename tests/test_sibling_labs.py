@@ -358,6 +358,18 @@ def test_fit_embedding_validates_logs_metrics_and_resumes_exactly(tmp_path):
         _tiny_fit(2, tmp_path / "bad.pt", resume=True)
 
 
+def test_fit_embedding_stops_on_a_non_finite_loss_in_one_line():
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def batch_loss(batch):
+        return model(batch).sum() * float("nan")
+
+    with pytest.raises(SystemExit, match=r"^error: lab: the training loss became nan at epoch 1, batch 1 \(diverged"):
+        fit_embedding(model, optimizer, lambda epoch: [torch.ones(3, 2)], batch_loss, epochs=2, description="lab",
+                      verbose=False)
+
+
 # --------------------------------------------------------------------------- Fashion-MNIST readers
 def _write_fashion_csv(path, labels, seed=0):
     pixels = np.random.default_rng(seed).integers(0, 256, (len(labels), 784))

@@ -15,6 +15,7 @@ One place for what every embedding lab needs, so that each script only holds its
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -254,7 +255,7 @@ def fit_embedding(
             draws from it (random selectors) repeats identically after a resume.
 
     Logs ``Loss/train_step`` per batch and ``Loss/train``, ``LearningRate``, ``Time/train_epoch_s`` (and the
-    above) per epoch. Returns the last epoch's scalars.
+    above) per epoch. Returns the last epoch's scalars. A non-finite loss ends the script with one line.
     """
     from tqdm import tqdm
 
@@ -282,12 +283,15 @@ def fit_embedding(
             if max_batches is not None and step == max_batches:
                 break
             loss = batch_loss(batch)
+            value = loss.item()
+            if not math.isfinite(value):  # NaN weights would follow: stop while the last checkpoint is sound
+                raise SystemExit(f"error: {description}: the training loss became {value} at epoch {epoch}, "
+                                 f"batch {step + 1} (diverged: try a lower --lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            value = loss.item()
             total, count, global_step = total + value, count + 1, global_step + 1
             if logger is not None:
                 logger.log_step(global_step, {"Loss/train_step": value})
