@@ -322,24 +322,25 @@ def sample_efficiency_table(table: dict[float, dict[str, dict[str, float]]], siz
 
 
 def report_fields(table: dict[float, dict[str, dict[str, float]]], sizes: dict[float, int],
-                  epochs_of: dict[float, int], histories: dict[str, list[dict[str, float]]],
+                  epochs_of: dict[float, int], histories: dict[float, dict[str, list[dict[str, float]]]],
                   source: str) -> dict[str, str]:
     """The figures the lab's written answers quote (``report/answers/lab_ce_vs_contrastive*.md``), as text:
-    ``{method}_{metric}`` at the largest share, ``{method}_{share}`` for every share of the sweep."""
+    ``{method}_{metric}`` (%) and ``{method}_val_loss_best_epoch`` at the largest share; for every share of the
+    sweep ``{method}_{share}`` (kNN accuracy, %), ``{method}_{share}_val_loss_best_epoch``, ``images_{share}``
+    and ``epochs_{share}``."""
     largest = max(table)
     fields = {"data": source, "train_images": f"{sizes[largest]:,}", "epochs": str(epochs_of[largest])}
-    for method, metrics in table[largest].items():
-        fields.update({f"{method}_{key}": f"{100 * value:.2f}" for key, value in metrics.items()})
-        history = histories[method]
-        best = min(history, key=lambda row: row["Loss/val"])
-        fields[f"{method}_val_loss_best_epoch"] = str(best["epoch"])
-        fields[f"{method}_val_loss_last"] = f"{history[-1]['Loss/val']:.4f}"
-        fields[f"{method}_val_loss_best"] = f"{best['Loss/val']:.4f}"
     for fraction, methods in table.items():
-        fields[f"images_{share_name(fraction)}"] = f"{sizes[fraction]:,}"
-        fields[f"epochs_{share_name(fraction)}"] = str(epochs_of[fraction])
-        fields.update({f"{method}_{share_name(fraction)}": f"{100 * metrics['accuracy_knn']:.2f}"
-                       for method, metrics in methods.items()})
+        share = share_name(fraction)
+        fields[f"images_{share}"] = f"{sizes[fraction]:,}"
+        fields[f"epochs_{share}"] = str(epochs_of[fraction])
+        for method, metrics in methods.items():
+            fields[f"{method}_{share}"] = f"{100 * metrics['accuracy_knn']:.2f}"
+            best = min(histories[fraction][method], key=lambda row: row["Loss/val"])["epoch"]
+            fields[f"{method}_{share}_val_loss_best_epoch"] = str(best)
+            if fraction == largest:
+                fields.update({f"{method}_{key}": f"{100 * value:.2f}" for key, value in metrics.items()})
+                fields[f"{method}_val_loss_best_epoch"] = str(best)
     return fields
 
 
@@ -421,7 +422,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     fractions = sorted(set(args.train_fractions))
     table: dict[float, dict[str, dict[str, float]]] = {}
-    sizes, epochs_of, histories = {}, {}, {}
+    sizes: dict[float, int] = {}
+    epochs_of: dict[float, int] = {}
+    histories: dict[float, dict[str, list[dict[str, float]]]] = {}
     models: dict[str, LabCNN] = {}
     embeddings: dict[str, torch.Tensor] = {}
     for fraction in fractions:
@@ -429,14 +432,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         sizes[fraction] = len(train.train_labels)
         steps = steps_per_epoch(sizes[fraction], args.batch_size)
         epochs_of[fraction] = args.epochs if args.dry_run else max(args.epochs, math.ceil(args.min_steps / steps))
-        table[fraction] = {}
+        table[fraction], histories[fraction] = {}, {}
         for method in args.methods:
             name = f"{share_name(fraction)}/{method}"
             logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{name}", vars(args))
             model = train_method(method, train, validation, epochs_of[fraction], args, logger,
                                  checkpoint_dir / f"{name}.pt")
             metrics, test_embeddings = evaluate_embedding(model, train, args.neighbors, method == "ce")
-            table[fraction][method] = metrics
+            table[fraction][method], histories[fraction][method] = metrics, logger.history
             logger.log_step(epochs_of[fraction], {f"Test/{key}": value for key, value in metrics.items()})
             logger.save(data=data.source, results=metrics)
             logger.close()
@@ -444,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             print(f"{method}, {100 * fraction:g} % of the training set ({sizes[fraction]} images, "
                   f"{epochs_of[fraction]} epochs): {shown}", flush=True)
             if fraction == fractions[-1]:
-                models[method], embeddings[method], histories[method] = model, test_embeddings, logger.history
+                models[method], embeddings[method] = model, test_embeddings
 
     largest = fractions[-1]
     results = table[largest]
@@ -455,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     plot_recall(results, title, run_dir / "recall_at_k.png")
     plot_pairs(validation, args.pairs_shown, args.seed, models.get("contrastive"), args.contrastive_margin,
                run_dir / "pairs.png")
-    plot_loss_curves(histories, title, run_dir / "loss_curves.png")
+    plot_loss_curves(histories[largest], title, run_dir / "loss_curves.png")
     fields = report_fields(table, sizes, epochs_of, histories, data.source)
     summary = {"data": data.source, "class_names": list(class_names), "validation_images": len(validation.train_labels),
                "neighbors": args.neighbors, "train_images": sizes[largest], "epochs": epochs_of[largest],

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from exercise1.densenet_resnext import ARCHITECTURES, densenet, densenet52, resn
 from exercise2 import ce_vs_contrastive, embeddings_2d, facenet_knn, siamese_verification
 from exercise2.ce_vs_contrastive import LabCNN
 from exercise2.siamese_verification import NetworkC, SiameseVerifier, parse_lfw_pairs, parse_pair_list
+from report.sections import PLACEHOLDER, strip_comments
 from utils.embedding import (
     AccumulatedAccuracy, AverageNonzeroTriplets, best_threshold, centroid_predict, fit_embedding, identity_batches,
     knn_predict, random_pairs, random_triplets, recall_at_k,
@@ -600,3 +602,23 @@ def test_siamese_verification_bad_flags_are_one_line(tmp_path):
         with pytest.raises(SystemExit, match=message):
             siamese_verification.main(["--dry-run", "--runs-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path),
                                        *flags])
+
+
+# --------------------------------------------------------------------------- written answers
+def _placeholders(answer: str) -> set[str]:
+    text = strip_comments((Path(__file__).resolve().parents[1] / "report" / "answers" / answer).read_text())
+    return set(PLACEHOLDER.findall(text))
+
+
+def test_every_figure_the_ce_vs_contrastive_answers_quote_is_written_by_the_sweep():
+    fractions = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)  # the sweep the answers quote
+    metrics = {"accuracy_knn": 0.9, "precision_macro": 0.9, "recall_macro": 0.9, "f1_macro": 0.9,
+               **{f"recall_at_{k}": 0.9 for k in ce_vs_contrastive.RECALL_KS}}
+    table = {f: {m: dict(metrics, **({"accuracy_argmax": 0.9} if m == "ce" else {}))
+                 for m in ce_vs_contrastive.METHODS} for f in fractions}
+    history = [{"epoch": 1, "Loss/val": 0.5}, {"epoch": 2, "Loss/val": 0.4}]
+    fields = ce_vs_contrastive.report_fields(table, {f: 100 for f in fractions}, {f: 2 for f in fractions},
+                                             {f: {m: history for m in ce_vs_contrastive.METHODS} for f in fractions},
+                                             "data")
+    for answer in ("lab_ce_vs_contrastive.md", "lab_ce_vs_contrastive_sample_efficiency.md"):
+        assert _placeholders(answer) <= set(fields), answer
