@@ -303,6 +303,8 @@ def plot_sample_efficiency(table: dict[float, dict[str, dict[str, float]]], titl
         axis.plot([100 * f for f in fractions], [100 * table[f][method]["accuracy_knn"] for f in fractions],
                   marker="o", label=method)
     axis.set(xscale="log", xlabel="share of the training set (%)", ylabel="test kNN accuracy (%)", title=title)
+    axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}" for f in fractions])
+    axis.minorticks_off()
     axis.title.set_fontsize(8)
     axis.legend()
     save_figure(figure, path)

@@ -371,15 +371,19 @@ def verification_results(model: SiameseVerifier, train: PairImages, test: PairIm
     return results, scores
 
 
-def report_fields(heads: dict[str, dict[str, float]], args: argparse.Namespace, source: str,
-                  pair_counts: tuple[int, int]) -> dict[str, str]:
+def report_fields(heads: dict[str, dict[str, float]], histories: dict[str, list[dict[str, float]]],
+                  args: argparse.Namespace, source: str, pair_counts: tuple[int, int]) -> dict[str, str]:
     """The figures ``report/answers/lab_siamese_bce_vs_contrastive.md`` quotes, as text: ``{loss}_{result}``,
-    accuracies in %, AUCs with 3 decimals (``bce_accuracy_train``, ``contrastive_roc_auc_test``)."""
+    accuracies in %, AUCs with 3 decimals (``bce_accuracy_train``, ``contrastive_roc_auc_test``), and the loss
+    on the training and test pairs at the first and last epoch (``bce_loss_train_first``, ``bce_loss_test_last``)."""
     fields = {"data": source, "epochs": str(args.epochs), "image_size": str(args.image_size),
               "train_pairs": str(pair_counts[0]), "test_pairs": str(pair_counts[1])}
     for loss, results in heads.items():
         fields.update({f"{loss}_{key}": f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.3f}"
                        for key, value in results.items()})
+        for when, row in (("first", histories[loss][0]), ("last", histories[loss][-1])):
+            fields[f"{loss}_loss_train_{when}"] = f"{row['Loss/train']:.3f}"
+            fields[f"{loss}_loss_test_{when}"] = f"{row['Loss/val']:.3f}"
     return fields
 
 
@@ -405,11 +409,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
           f"{len(train.images) + len(test.images)} images at {args.image_size}x{args.image_size}")
 
     heads: dict[str, dict[str, float]] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for loss in args.losses:
         logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{loss}", vars(args))
         model = train_head(loss, train, test, args, device, logger, checkpoint_dir / f"{loss}.pt")
         heads[loss], scores = verification_results(model, train, test, device, args.batch_size * 4)
+        histories[loss] = logger.history
         curves[f"{loss}, test pairs"] = (test.same.numpy(), scores["test"])
         curves[f"{loss}, train pairs"] = (train.same.numpy(), scores["train"])
         logger.log_step(args.epochs, {"Accuracy/test": heads[loss]["accuracy_test"],
@@ -427,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     write_json_atomic(run_dir / "results.json", {
         "data": source, "epochs": args.epochs, "image_size": args.image_size, "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs), "heads": heads, "figures": ["roc.png"],
-        "report_fields": report_fields(heads, args, source, (len(train_pairs), len(test_pairs))),
+        "report_fields": report_fields(heads, histories, args, source, (len(train_pairs), len(test_pairs))),
         "threshold_meaning": {"bce": "logit of P(same)", "contrastive": "distance D below which a pair is 'same'"},
         "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
     print(f"{source}, {args.epochs} epochs: verification of unseen people\n{table}\noutputs in {run_dir}")

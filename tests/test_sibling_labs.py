@@ -622,3 +622,15 @@ def test_every_figure_the_ce_vs_contrastive_answers_quote_is_written_by_the_swee
                                              "data")
     for answer in ("lab_ce_vs_contrastive.md", "lab_ce_vs_contrastive_sample_efficiency.md"):
         assert _placeholders(answer) <= set(fields), answer
+
+
+def test_every_figure_the_siamese_answer_quotes_is_written_by_the_script():
+    import argparse
+
+    heads = {loss: {"accuracy_train": 0.9, "roc_auc_train": 0.9, "accuracy_test": 0.5, "roc_auc_test": 0.5,
+                    "threshold": 1.0} for loss in siamese_verification.LOSSES}
+    history = [{"epoch": 1, "Loss/train": 1.0, "Loss/val": 0.8}, {"epoch": 2, "Loss/train": 0.5, "Loss/val": 0.9}]
+    fields = siamese_verification.report_fields(heads, {loss: history for loss in heads},
+                                                argparse.Namespace(epochs=2, image_size=32), "data", (600, 300))
+    assert _placeholders("lab_siamese_bce_vs_contrastive.md") <= set(fields)
+    assert fields["bce_loss_test_last"] == "0.900" and fields["contrastive_accuracy_test"] == "50.00"
