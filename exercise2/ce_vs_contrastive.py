@@ -471,8 +471,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         write_text_atomic(run_dir / "sample_efficiency.md", f"Test kNN accuracy (%), {data.source}\n\n{markdown}")
         plot_sample_efficiency(table, f"{data.source}: sample efficiency", run_dir / "sample_efficiency.png")
         figures.append("sample_efficiency.png")
-        summary["sample_efficiency"] = {share_name(f): {m: v["accuracy_knn"] for m, v in table[f].items()}
-                                        for f in fractions}
         print(f"Sample efficiency, test kNN accuracy (%):\n{markdown}", end="")
     write_json_atomic(run_dir / "results.json", {**summary, "figures": figures, "report_fields": fields,
                                                  "config": {k: v for k, v in vars(args).items() if k != "methods"}})

@@ -175,6 +175,9 @@ class RunningMetric:
 
     name = "metric"
 
+    def __init__(self):
+        self.reset()
+
     def reset(self) -> None:
         raise NotImplementedError
 
