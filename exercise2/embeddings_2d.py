@@ -64,6 +64,7 @@ from utils.training import (  # noqa: E402
 SCRIPT = "embeddings_2d"
 METHODS = ("softmax", "siamese", "triplet", "online_contrastive", "online_triplet")
 FIXED_TEST_SEED = 29  # the test pairs, triplets and batches are drawn once, the same for every run
+LOGGED = ("Loss", "Accuracy", "NonzeroTriplets")  # the per-epoch tags a method's results keep
 
 
 class EmbeddingNet(nn.Module):
@@ -197,15 +198,18 @@ def plot_scatter(name: str, panels: dict[str, tuple[torch.Tensor, torch.Tensor]]
     save_figure(figure, path)
 
 
-def report_fields(accuracies: dict[str, float], finals: dict[str, dict[str, float]], source: str,
+def report_fields(results: dict[str, dict[str, float]], firsts: dict[str, dict[str, float]], source: str,
                   epochs: int) -> dict[str, str]:
     """The figures the lab's written answers quote (``report/answers/lab_embeddings_2d*.md``), as text:
-    ``{name}_accuracy`` (test 1-NN, %) and ``{name}_<tag>`` for each last-epoch value (``softmax_loss_val``)."""
+    ``{name}_accuracy`` (test 1-NN, %), ``{name}_spread`` (std of the test embeddings), and each logged value
+    of the last epoch, ``{name}_<tag>`` (``softmax_loss_val``), and of the first, ``{name}_<tag>_first``."""
     fields = {"data": source, "epochs": str(epochs)}
-    for name, accuracy in accuracies.items():
-        fields[f"{name}_accuracy"] = f"{100 * accuracy:.2f}"
-        fields.update({f"{name}_{tag.lower().replace('/', '_')}": f"{value:.4g}"
-                       for tag, value in finals[name].items()})
+    for name, values in results.items():
+        fields[f"{name}_accuracy"] = f"{100 * values['accuracy_test_1nn']:.2f}"
+        fields[f"{name}_spread"] = f"{values['test_spread']:.3g}"
+        for suffix, row in (("", values), ("_first", firsts[name])):
+            fields.update({f"{name}_{tag.lower().replace('/', '_')}{suffix}": f"{value:.4g}"
+                           for tag, value in row.items() if "/" in tag})
     return fields
 
 
@@ -246,35 +250,37 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device, data = prepare_mnist_run(args)
     if args.dry_run:
         data = dry_run_subset(data)
-    accuracies: dict[str, float] = {}
-    finals: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float]] = {}
+    firsts: dict[str, dict[str, float]] = {}
     for name, method, selector in trainings(args):
         logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{name}", vars(args))
         embedding = train_method(name, method, selector, data, args, logger, checkpoint_dir / f"{name}.pt")
         train_points = compute_embeddings(embedding, data.train_images)
         test_points = compute_embeddings(embedding, data.test_images)
-        predicted = knn_predict(train_points, data.train_labels, test_points, k=1)
-        accuracies[name] = (predicted == data.test_labels).float().mean().item()
-        finals[name] = {key: value for key, value in logger.final.items() if not key.startswith(("Time", "Learning"))}
+        accuracy = (knn_predict(train_points, data.train_labels, test_points, k=1) == data.test_labels).float().mean()
+        # How far apart the test embeddings lie: a collapsed embedding (all points together) shows as ~0.
+        results[name] = {"accuracy_test_1nn": accuracy.item(), "test_spread": test_points.std(0).mean().item()}
+        results[name].update({key: value for key, value in logger.final.items() if key.split("/")[0] in LOGGED})
+        firsts[name] = {key: value for key, value in logger.history[0].items() if key.split("/")[0] in LOGGED}
         plot_scatter(name, {"train": (train_points, data.train_labels), "test": (test_points, data.test_labels)},
-                     accuracies[name], run_dir / f"scatter_{name}.png")
-        logger.log_step(args.epochs, {"Accuracy/test_1nn": accuracies[name]})
-        logger.save(data=data.source, results={"accuracy_test_1nn": accuracies[name]})
+                     accuracy.item(), run_dir / f"scatter_{name}.png")
+        logger.log_step(args.epochs, {"Accuracy/test_1nn": accuracy.item()})
+        logger.save(data=data.source, results=results[name])
         logger.close()
-        print(f"{name}: test 1-NN accuracy {100 * accuracies[name]:.2f}%", flush=True)
-    table = ["| method | test 1-NN accuracy (%) | last epoch: train loss | test loss |", "|---|---|---|---|"]
-    table += [f"| {name} | {100 * value:.2f} | {finals[name]['Loss/train']:.4f} | {finals[name]['Loss/val']:.4f} |"
-              for name, value in accuracies.items()]
+        print(f"{name}: test 1-NN accuracy {100 * accuracy.item():.2f}%", flush=True)
+    table = ["| method | test 1-NN accuracy (%) | spread of the test embeddings | last epoch: train loss | test loss |",
+             "|---|---|---|---|---|"]
+    table += [f"| {name} | {100 * r['accuracy_test_1nn']:.2f} | {r['test_spread']:.3g} | {r['Loss/train']:.4f} | "
+              f"{r['Loss/val']:.4f} |" for name, r in results.items()]
     write_text_atomic(run_dir / "accuracy_table.md", f"Data: {data.source}, {args.epochs} epochs\n\n"
                       + "\n".join(table) + "\n")
     print("\n".join(table))
     write_json_atomic(run_dir / "results.json", {
-        "data": data.source, "epochs": args.epochs,
-        "methods": {name: {"accuracy_test_1nn": accuracies[name], **finals[name]} for name in accuracies},
-        "figures": [f"scatter_{name}.png" for name in accuracies],
-        "report_fields": report_fields(accuracies, finals, data.source, args.epochs),
+        "data": data.source, "epochs": args.epochs, "methods": results,
+        "figures": [f"scatter_{name}.png" for name in results],
+        "report_fields": report_fields(results, firsts, data.source, args.epochs),
         "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
-    return accuracies
+    return {name: r["accuracy_test_1nn"] for name, r in results.items()}
 
 
 if __name__ == "__main__":
