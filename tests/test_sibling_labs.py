@@ -635,3 +635,18 @@ def test_every_figure_the_siamese_answer_quotes_is_written_by_the_script():
                                                 argparse.Namespace(epochs=2, image_size=32), "data", (600, 300))
     assert _placeholders("lab_siamese_bce_vs_contrastive.md") <= set(fields)
     assert fields["bce_loss_test_last"] == "0.900" and fields["contrastive_accuracy_test"] == "50.00"
+
+
+def test_every_figure_the_embeddings_2d_answers_quote_is_written_by_the_selector_run():
+    args = embeddings_2d.parse_args(["--pair-selectors", "all_positive", "hard_negative", "--triplet-selectors",
+                                     "all", "hardest", "random_hard", "semi_hard"])  # the run the answers quote
+    results, firsts = {}, {}
+    for name, method, _ in embeddings_2d.trainings(args):
+        logged = {"Loss/train": 0.5, "Loss/val": 0.5}
+        logged.update({"softmax": {"Accuracy/train": 0.9, "Accuracy/val": 0.9},
+                       "online_triplet": {"NonzeroTriplets/train": 9.0, "NonzeroTriplets/val": 9.0}}.get(method, {}))
+        results[name] = {"accuracy_test_1nn": 0.9, "test_spread": 1.0, **logged}
+        firsts[name] = logged
+    fields = embeddings_2d.report_fields(results, firsts, "data", 3)
+    for answer in ("lab_embeddings_2d.md", "lab_embeddings_2d_selectors.md"):
+        assert _placeholders(answer) <= set(fields), answer
