@@ -8,10 +8,11 @@ One network C embeds both images of a pair (shared weights, 19 layers, input 128
     conv 3x3 512 (pad 1) - ReLU - BN                   16 x 16 x 512 = 131,072 values
     flatten - FC 1024 - ReLU - BN                      the embedding f
 
-Two ways to decide "same person" from (f1, f2):
+Two ways to decide "same person" from (f1, f2), both trained by default (``--losses``), each from the same
+initial network C, so that one table compares them:
 
-- ``--loss bce``: concatenate [f1, f2] (2048) -> FC -> sigmoid = P(same), binary cross-entropy, label 1 = same;
-- ``--loss contrastive``: D = |f1 - f2|, loss ``y D^2 + (1 - y) max(0, m - D)^2`` (``--margin``, y = 1 same);
+- ``bce``: concatenate [f1, f2] (2048) -> FC -> sigmoid = P(same), binary cross-entropy, label 1 = same;
+- ``contrastive``: D = |f1 - f2|, loss ``y D^2 + (1 - y) max(0, m - D)^2`` (``--margin``, y = 1 same);
   same when D is below a threshold chosen on the training pairs.
 
 Why the two differ on unseen people: the ``bce`` logit ``w1.f1 + w2.f2 + b`` is a *sum* of a function of each
@@ -23,8 +24,14 @@ Pairs: LFW's layout (``--lfw-root`` holding ``lfw/Name/Name_0001.jpg`` and ``pai
 either, the embedded default draws pairs from the synthetic Market-1501 persons (train persons for training,
 the disjoint test persons for testing) and writes them as plain lists in the run folder.
 
-Outputs in ``runs/siamese_verification/<run>/``: TensorBoard events, ``metrics.json``, ``results.json``
-(test accuracy, ROC AUC) and ``roc.png``.
+The over-fitting this predicts is measured, not asserted: ``results.json`` and ``results_table.md`` give each
+head's accuracy and ROC AUC on the training pairs and on the test pairs (unseen people), and every epoch logs
+the loss on the test pairs (``Loss/val``) beside the training loss.
+
+Outputs in ``runs/siamese_verification/<run>/``: ``results.json``, ``results_table.md``, ``roc.png`` (both
+heads, train and test pairs), the pair lists, and one TensorBoard run (with its ``metrics.json``) per head in
+``<run>/<loss>/``; each trained model in ``<checkpoint-dir>/siamese_verification/<run>/<loss>.pt``
+(``--resume`` continues an interrupted run).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -46,17 +54,20 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data import Market1501  # noqa: E402
-from loss import contrastive_loss  # noqa: E402
-from utils.embedding import best_threshold, compute_embeddings, fit_embedding, random_pairs, save_figure  # noqa: E402
+from utils.embedding import (  # noqa: E402
+    best_threshold, compute_embeddings, fit_embedding, random_pairs, save_figure, writable_folder,
+)
 from utils.io import write_json_atomic, write_text_atomic  # noqa: E402
+from utils.siamese_losses import contrastive_loss, pair_distances  # noqa: E402
 from utils.synthetic_market import DEFAULT_ROOT, ensure_synthetic_market  # noqa: E402
 from utils.training import (  # noqa: E402
     DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, minibatch_indices, parse_training_args,
     resolve_device, seed_everything,
 )
-from utils.TripletLoss import safe_sqrt  # noqa: E402
 
 Pair = tuple[str, str, int]  # (image path, image path, 1 same person / 0 not)
+SCRIPT = "siamese_verification"
+LOSSES = ("bce", "contrastive")
 IMAGE_SIZE = 128
 EMBEDDING_DIM = 1024
 DRY_RUN_TEST_PAIRS = 16
@@ -102,7 +113,7 @@ class SiameseVerifier(nn.Module):
         """Higher means "same person": the logit of P(same) for ``bce``, minus the distance D for ``contrastive``."""
         if self.head is not None:
             return self.head(torch.cat([first, second], 1)).squeeze(1)
-        return -safe_sqrt((first - second).pow(2).sum(1))
+        return -pair_distances(first, second)
 
     def pair_loss(self, first: torch.Tensor, second: torch.Tensor, same: torch.Tensor, margin: float) -> torch.Tensor:
         if self.head is not None:
@@ -190,11 +201,18 @@ def write_market_pairs(market_root: Path, out_dir: Path, num_train: int, num_tes
     return written[0], written[1]
 
 
-def load_pair_images(pairs: list[Pair], image_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Load every distinct image of ``pairs`` once, resized to ``image_size`` square.
+@dataclass
+class PairImages:
+    """Pairs loaded once: ``images`` uint8 (M, 3, S, S), ``index`` int64 (P, 2) into them, ``same`` float (P,)."""
 
-    Returns ``(images uint8 (M, 3, S, S), pair_index int64 (P, 2) into images, same float (P,))``.
-    """
+    images: torch.Tensor
+    index: torch.Tensor
+    same: torch.Tensor
+
+
+def load_pair_images(pairs: list[Pair], image_size: int) -> PairImages:
+    """Load every distinct image of ``pairs`` once, resized to ``image_size`` square (a missing or unreadable
+    image: one-line error naming it)."""
     from PIL import Image, UnidentifiedImageError
 
     index_of: dict[str, int] = {}
@@ -213,7 +231,7 @@ def load_pair_images(pairs: list[Pair], image_size: int) -> tuple[torch.Tensor, 
         images[index] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
     pair_index = torch.tensor([[index_of[first], index_of[second]] for first, second, _ in pairs])
     same = torch.tensor([float(label) for _, _, label in pairs])
-    return images, pair_index, same
+    return PairImages(images, pair_index, same)
 
 
 def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -230,24 +248,28 @@ def pair_scores(model: SiameseVerifier, images: torch.Tensor, pair_index: torch.
     return model.same_score(embeddings[pair_index[:, 0]], embeddings[pair_index[:, 1]]).cpu().numpy()
 
 
-def plot_roc(same: np.ndarray, scores: np.ndarray, auc: float, title: str, path: Path) -> None:
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """ROC curves, ``label -> (same (P,), scores (P,))``: solid for test pairs, dashed for training pairs."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
 
-    false_positive, true_positive, _ = roc_curve(same, scores)
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
-    axis.plot(false_positive, true_positive, label=f"AUC = {auc:.3f}")
-    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
-    axis.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    axis.legend(loc="lower right")
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for index, (label, (same, scores)) in enumerate(curves.items()):
+        false_positive, true_positive, _ = roc_curve(same, scores)
+        axis.plot(false_positive, true_positive, linestyle="--" if "train" in label else "-",
+                  color=plt.cm.tab10(index // 2), label=f"{label}: AUC {roc_auc_score(same, scores):.3f}")
+    axis.plot([0, 1], [0, 1], "k:", linewidth=0.8, label="chance")
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="Siamese verification: ROC")
+    axis.legend(loc="lower right", fontsize=8)
     save_figure(figure, path)
 
 
 # --------------------------------------------------------------------------- the run
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loss", default="contrastive", choices=["bce", "contrastive"],
-                        help="bce: FC + sigmoid on [f1, f2]; contrastive: distance + threshold (default contrastive)")
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES,
+                        help="heads trained and compared: bce (FC + sigmoid on [f1, f2]), contrastive (distance + "
+                             "threshold) (default both)")
     parser.add_argument("--margin", type=float, default=1.0, help="contrastive margin m (default 1.0)")
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE,
                         help="square input size, a multiple of 8 (default 128: network C exactly, a GPU job; "
@@ -263,10 +285,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-pairs", type=int, default=300, help="embedded default: test pairs (300)")
     add_training_arguments(parser, epochs=3, batch_size=16, lr=1e-4, weight_decay=0.0)
     args = parse_training_args(parser, argv)
-    if (args.pairs_train is None) != (args.pairs_test is None):
-        raise SystemExit("error: --pairs-train and --pairs-test go together")
-    if args.lfw_root is not None and args.pairs_train is not None:
-        raise SystemExit("error: give either --lfw-root or --pairs-train/--pairs-test, not both")
+    problems = [
+        (args.image_size < 8 or args.image_size % 8, f"--image-size must be a multiple of 8, got {args.image_size}"),
+        (args.margin <= 0, f"--margin must be > 0, got {args.margin}"),
+        (min(args.train_pairs, args.test_pairs) < 2, "--train-pairs and --test-pairs must be >= 2 (a same and a "
+                                                     "different pair)"),
+        (args.seed < 0, f"--seed must be >= 0, got {args.seed}"),
+        (args.weight_decay < 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
+        ((args.pairs_train is None) != (args.pairs_test is None), "--pairs-train and --pairs-test go together"),
+        (args.lfw_root is not None and args.pairs_train is not None,
+         "give either --lfw-root or --pairs-train/--pairs-test, not both"),
+        (args.resume and args.run_name is None, "--resume needs --run-name (the run to continue)"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: {message}")
     return args
 
 
@@ -288,71 +321,123 @@ def read_pairs(args: argparse.Namespace, run_dir: Path) -> tuple[list[Pair], lis
             f"embedded synthetic Market-1501 person pairs from {market_root}")
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def train_head(loss: str, train: PairImages, test: PairImages, args: argparse.Namespace, device: torch.device,
+               logger: RunLogger, checkpoint: Path) -> SiameseVerifier:
+    """Train network C with the ``loss`` head on the training pairs, logging the test-pair loss per epoch."""
+    torch.manual_seed(args.seed)
+    model = SiameseVerifier(loss, args.image_size).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    print(f"Network C, {loss} head: {model.embedding.fc_inputs:,} FC inputs, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}; TensorBoard: "
+          f"{logger.directory}")
+
+    def batches(pairs: PairImages, epoch: int):
+        generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+        for batch in minibatch_indices(len(pairs.same), args.batch_size, shuffle=epoch > 0, generator=generator):
+            index = pairs.index[batch]
+            yield pairs.images[index.flatten()], pairs.same[batch]
+
+    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, same = batch
+        embeddings = model.embedding(to_float(images, device))
+        first, second = embeddings.view(len(same), 2, -1).unbind(1)
+        return model.pair_loss(first, second, same.to(device), args.margin)
+
+    fit_embedding(model, optimizer, lambda epoch: batches(train, epoch), batch_loss, epochs=args.epochs,
+                  logger=logger, max_batches=DRY_RUN_BATCHES if args.dry_run else None, description=loss,
+                  validation_batches=list(batches(test, 0)), checkpoint_path=checkpoint, resume=args.resume,
+                  seed=args.seed, config={"loss": loss, "image_size": args.image_size})
+    return model
+
+
+def verification_results(model: SiameseVerifier, train: PairImages, test: PairImages, device: torch.device,
+                         batch_size: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Accuracy and ROC AUC on the training and the test pairs, and the scores behind them.
+
+    The decision threshold is the ``bce`` head's own (probability 0.5, logit 0); for ``contrastive`` it is
+    the distance that classifies the *training* pairs best, then applied unchanged to the test pairs.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scores = {split: pair_scores(model, pairs.images, pairs.index, device, batch_size)
+              for split, pairs in (("train", train), ("test", test))}
+    same = {"train": train.same.numpy(), "test": test.same.numpy()}
+    threshold = 0.0 if model.loss == "bce" else best_threshold(scores["train"], same["train"])[0]
+    results = {}
+    for split in ("train", "test"):
+        results[f"accuracy_{split}"] = float(((scores[split] >= threshold) == same[split].astype(bool)).mean())
+        results[f"roc_auc_{split}"] = float(roc_auc_score(same[split], scores[split]))
+    results["threshold"] = threshold if model.loss == "bce" else -threshold
+    return results, scores
+
+
+def report_fields(heads: dict[str, dict[str, float]], histories: dict[str, list[dict[str, float]]],
+                  args: argparse.Namespace, source: str, pair_counts: tuple[int, int]) -> dict[str, str]:
+    """The figures ``report/answers/lab_siamese_bce_vs_contrastive.md`` quotes, as text: ``{loss}_{result}``,
+    accuracies in %, AUCs with 3 decimals (``bce_accuracy_train``, ``contrastive_roc_auc_test``), and the loss
+    on the training and test pairs at the first and last epoch (``bce_loss_train_first``, ``bce_loss_test_last``)."""
+    fields = {"data": source, "epochs": str(args.epochs), "image_size": str(args.image_size),
+              "train_pairs": str(pair_counts[0]), "test_pairs": str(pair_counts[1])}
+    for loss, results in heads.items():
+        fields.update({f"{loss}_{key}": f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.3f}"
+                       for key, value in results.items()})
+        for when, row in (("first", histories[loss][0]), ("last", histories[loss][-1])):
+            fields[f"{loss}_loss_train_{when}"] = f"{row['Loss/train']:.3f}"
+            fields[f"{loss}_loss_test_{when}"] = f"{row['Loss/val']:.3f}"
+    return fields
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     run_name = args.run_name or default_run_name()
-    logger = RunLogger(args.runs_dir, "siamese_verification", run_name, vars(args))
+    run_dir = Path(args.runs_dir) / SCRIPT / run_name
+    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     try:
-        train_pairs, test_pairs, source = read_pairs(args, logger.directory)
-        if args.dry_run:
+        train_pairs, test_pairs, source = read_pairs(args, run_dir)
+        if args.dry_run and len(test_pairs) > DRY_RUN_TEST_PAIRS:  # both ends: same and different pairs
             test_pairs = test_pairs[:DRY_RUN_TEST_PAIRS // 2] + test_pairs[-DRY_RUN_TEST_PAIRS // 2:]
-        train_images, train_index, train_same = load_pair_images(train_pairs, args.image_size)
-        test_images, test_index, test_same = load_pair_images(test_pairs, args.image_size)
+        train = load_pair_images(train_pairs, args.image_size)
+        test = load_pair_images(test_pairs, args.image_size)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    for name, pairs in (("training", train), ("test", test)):
+        if len(torch.unique(pairs.same)) < 2:
+            raise SystemExit(f"error: the {name} pairs must hold both same-person and different-person pairs")
     print(f"Data: {source}: {len(train_pairs)} training / {len(test_pairs)} test pairs, "
-          f"{len(train_images) + len(test_images)} images at {args.image_size}x{args.image_size}")
+          f"{len(train.images) + len(test.images)} images at {args.image_size}x{args.image_size}")
 
-    model = SiameseVerifier(args.loss, args.image_size).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    print(f"Network C: {model.embedding.fc_inputs:,} FC inputs, {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters, loss {args.loss}, device {device}; TensorBoard: {logger.directory}")
-    generator = torch.Generator().manual_seed(args.seed)
-
-    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
-        pairs = train_index[batch]
-        embeddings = model.embedding(to_float(train_images[pairs.flatten()], device))
-        first, second = embeddings.view(len(batch), 2, -1).unbind(1)
-        return model.pair_loss(first, second, train_same[batch].to(device), args.margin)
-
-    fit_embedding(
-        model, optimizer, lambda epoch: minibatch_indices(len(train_same), args.batch_size, shuffle=True,
-                                                          generator=generator),
-        batch_loss, epochs=args.epochs, logger=logger, max_batches=DRY_RUN_BATCHES if args.dry_run else None,
-        description=args.loss,
-    )
-
-    from sklearn.metrics import roc_auc_score
-
-    train_scores = pair_scores(model, train_images, train_index, device, args.batch_size * 4)
-    test_scores = pair_scores(model, test_images, test_index, device, args.batch_size * 4)
-    if args.loss == "bce":
-        threshold = 0.0  # logit 0 = probability 0.5
-    else:
-        threshold, _ = best_threshold(train_scores, train_same.numpy())
-    results = {
-        "data": source,
-        "loss": args.loss,
-        "accuracy_train": float(((train_scores >= threshold) == train_same.numpy().astype(bool)).mean()),
-        "accuracy_test": float(((test_scores >= threshold) == test_same.numpy().astype(bool)).mean()),
-        "roc_auc_test": float(roc_auc_score(test_same.numpy(), test_scores)),
-        "threshold": threshold if args.loss == "bce" else -threshold,
-        "threshold_meaning": "logit of P(same)" if args.loss == "bce" else "distance D below which a pair is 'same'",
-        "train_pairs": len(train_pairs),
-        "test_pairs": len(test_pairs),
-        "figures": ["roc.png"],
-    }
-    plot_roc(test_same.numpy(), test_scores, results["roc_auc_test"],
-             f"siamese {args.loss}: test ROC", logger.directory / "roc.png")
-    logger.log_step(args.epochs, {"Accuracy/test": results["accuracy_test"], "AUC/test": results["roc_auc_test"]})
-    write_json_atomic(logger.directory / "results.json", results)
-    logger.save(results=results)
-    logger.close()
-    print(f"Test verification accuracy {100 * results['accuracy_test']:.2f}%, ROC AUC {results['roc_auc_test']:.3f} "
-          f"({source}); outputs in {logger.directory}")
-    return results
+    heads: dict[str, dict[str, float]] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for loss in args.losses:
+        logger = RunLogger(args.runs_dir, SCRIPT, f"{run_name}/{loss}", vars(args))
+        model = train_head(loss, train, test, args, device, logger, checkpoint_dir / f"{loss}.pt")
+        heads[loss], scores = verification_results(model, train, test, device, args.batch_size * 4)
+        histories[loss] = logger.history
+        curves[f"{loss}, test pairs"] = (test.same.numpy(), scores["test"])
+        curves[f"{loss}, train pairs"] = (train.same.numpy(), scores["train"])
+        logger.log_step(args.epochs, {"Accuracy/test": heads[loss]["accuracy_test"],
+                                      "AUC/test": heads[loss]["roc_auc_test"]})
+        logger.save(data=source, results=heads[loss])
+        logger.close()
+    plot_roc(curves, run_dir / "roc.png")
+    header = ["head", "train accuracy (%)", "test accuracy (%)", "train AUC", "test AUC"]
+    rows = [[loss, f"{100 * r['accuracy_train']:.2f}", f"{100 * r['accuracy_test']:.2f}", f"{r['roc_auc_train']:.3f}",
+             f"{r['roc_auc_test']:.3f}"] for loss, r in heads.items()]
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                       *("| " + " | ".join(row) + " |" for row in rows)])
+    write_text_atomic(run_dir / "results_table.md", f"{source}, {args.epochs} epochs, {args.image_size}x"
+                      f"{args.image_size}\n\n{table}\n")
+    write_json_atomic(run_dir / "results.json", {
+        "data": source, "epochs": args.epochs, "image_size": args.image_size, "train_pairs": len(train_pairs),
+        "test_pairs": len(test_pairs), "heads": heads, "figures": ["roc.png"],
+        "report_fields": report_fields(heads, histories, args, source, (len(train_pairs), len(test_pairs))),
+        "threshold_meaning": {"bce": "logit of P(same)", "contrastive": "distance D below which a pair is 'same'"},
+        "config": {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}})
+    print(f"{source}, {args.epochs} epochs: verification of unseen people\n{table}\noutputs in {run_dir}")
+    return heads
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ answer file in ``report/answers/`` and a render function that turns the selected
 (tables, figures). A missing result never fails the build: the section says so and gives the command.
 
 Adding an optional lab is one entry in :data:`LABS`: ``lab_section(key, script, title, *commands,
-variant=None)`` gives the generic rendering (run line, numbers of ``results.json`` and ``metrics.json``,
-curves of every logged per-epoch tag, every PNG of the run; with ``variant``, the latest run of each value
-of that setting side by side), and a lab with its own needs passes its own ``render`` to ``Section``. A
+answers=())`` gives the generic rendering (the written answers filled from the run, run line, numbers of
+``results.json`` and ``metrics.json``, curves of every logged per-epoch tag, every PNG of the run), and a lab with its own needs passes its own ``render`` to ``Section``. A
 script folder under ``runs/`` that no section claims still gets the generic rendering under "Other runs".
 """
 
@@ -319,51 +318,40 @@ def generic_run(ctx: BuildContext, key: str, run: Run, title: str, numbers: bool
     return "\n".join(parts)
 
 
-def run_variant(run: Run, variant: str) -> Any:
-    """The value of a run's ``variant`` setting (its config, else its results)."""
-    return run.config.get(variant, (run.results or {}).get(variant))
-
-
 def headline_numbers(run: Run) -> dict[str, Any]:
     """Top-level numbers of ``results.json`` (else the final epoch's), in the file's order."""
     source = run.results if run.results else run.final
     return {name: value for name, value in source.items() if is_number(value)}
 
 
-def lab_section(key: str, script: str, title: str, *commands: str, variant: str | None = None) -> Section:
-    """An optional lab with the generic rendering of ``runs/<script>/``.
+def filled_answers(ctx: BuildContext, names: Sequence[str], fields: dict[str, str]) -> list[str]:
+    """Answer files whose ``{placeholders}`` quote a run's figures, filled from ``fields`` (the run's
+    ``results.json`` ``report_fields``); a figure the run lacks shows as **?** and is named in a notice."""
+    parts = []
+    for name in names:
+        path = ctx.answers_dir / name
+        ctx.answers_used.add(name)
+        if not path.is_file():
+            parts.append(f"> **Answer not written yet:** `report/answers/{name}`.\n")
+            continue
+        text, unknown = fill_placeholders(strip_comments(path.read_text(encoding="utf-8")), fields)
+        if unknown:
+            text, _ = fill_placeholders(text, {field: "**?**" for field in unknown})
+            ctx.notices.add(f"report/answers/{name}: no value for {', '.join(sorted(set(unknown)))} in the run shown")
+        parts.append(demote_headings(text, 3))
+    return parts
 
-    With ``variant`` (a setting such as ``loss``), the latest run of each value of that setting is shown,
-    and their numbers side by side; otherwise the latest run.
+
+def lab_section(key: str, script: str, title: str, *commands: str, answers: Sequence[str] = ()) -> Section:
+    """An optional lab with the generic rendering of ``runs/<script>/``: its latest run, preceded by the lab's
+    ``answers`` (files of ``report/answers/``) with their placeholders filled from that run's ``report_fields``.
     """
     def render(ctx: BuildContext, section: Section) -> str | None:
-        if variant is None:
-            run = ctx.index.select(script)
-            return None if run is None else generic_run(ctx, key, run, title)
-        values = []
-        for run in ctx.index.candidates(script):
-            # A run still starting has no config yet: it joins the table once it says which variant it is.
-            if run_variant(run, variant) not in (*values, None):
-                values.append(run_variant(run, variant))
-        runs = {value: ctx.index.select(script, lambda run, value=value: run_variant(run, variant) == value)
-                for value in values}
-        if not runs:
+        run = ctx.index.select(script)
+        if run is None:
             return None
-        columns: list[str] = []
-        for run in runs.values():
-            columns += [name for name in headline_numbers(run) if name not in columns]
-        rows = []
-        for value, run in runs.items():
-            numbers = headline_numbers(run)
-            rows.append((f"{variant} = {value}", f"`{run.name}`" + (" (dry run)" if run.dry_run else ""),
-                         *(named_value(name, numbers.get(name, "-")) for name in columns)))
-        header = ("variant", "run", *map(named_header, columns))
-        parts = [table(header, rows)]
-        for value, run in runs.items():
-            parts.append(f"#### {variant} = {value}\n\n" + generic_run(
-                ctx, f"{key}_{re.sub(r'[^A-Za-z0-9]+', '_', str(value))}", run, f"{title} ({variant} {value})",
-                numbers=False))
-        return "\n".join(parts)
+        fields = {name: str(value) for name, value in ((run.results or {}).get("report_fields") or {}).items()}
+        return "\n".join([*filled_answers(ctx, answers, fields), generic_run(ctx, key, run, title)])
 
     return Section(key, title, render, scripts=(script,), commands=tuple(Command(text) for text in commands))
 
@@ -1376,16 +1364,19 @@ EXERCISES: tuple[Chapter, ...] = (
 
 LABS: tuple[Section, ...] = (
     lab_section("lab_siamese", "siamese_verification", "Siamese face verification (network C)",
-                "python exercise2/siamese_verification.py --loss bce",
-                "python exercise2/siamese_verification.py --loss contrastive", variant="loss"),
+                "python exercise2/siamese_verification.py --image-size 32",
+                answers=("lab_siamese_bce_vs_contrastive.md",)),
     Section("lab_architectures", "DenseNet and ResNeXt on MNIST", render_lab_architectures, (LAB_DIGITS_SCRIPT,),
             LAB_DIGITS_COMMANDS, code=("exercise1/densenet_resnext.py",)),
     Section("lab_facenet", "FaceNet triplet embedding and kNN on MNIST", render_lab_facenet, (FACENET,),
             FACENET_COMMANDS, code=("exercise2/facenet_knn.py",)),
     lab_section("lab_ce_vs_contrastive", "ce_vs_contrastive", "Cross-entropy vs contrastive loss",
-                "python exercise2/ce_vs_contrastive.py"),
+                "python exercise2/ce_vs_contrastive.py --train-fractions 0.01 0.05 0.1 0.25 0.5 1",
+                answers=("lab_ce_vs_contrastive.md", "lab_ce_vs_contrastive_sample_efficiency.md")),
     lab_section("lab_embeddings_2d", "embeddings_2d", "Online mining and 2-D embeddings",
-                "python exercise2/embeddings_2d.py"),
+                "python exercise2/embeddings_2d.py --pair-selectors all_positive hard_negative "
+                "--triplet-selectors all hardest random_hard semi_hard",
+                answers=("lab_embeddings_2d.md", "lab_embeddings_2d_selectors.md")),
 )
 
 

@@ -435,7 +435,7 @@ def test_labs_and_unknown_scripts_get_a_section(tmp_path):
     other = section(text, "`brand_new_lab`")
     assert markdown_tables(other)[0] == [["quantity", "value"], ["accuracy_test (%)", "25.00"], ["auc", "0.75"]]
     assert "figures/other_brand_new_lab_curves.png" in other and "figures/other_brand_new_lab_errors.png" in other
-    assert "Siamese face verification (network C): `python exercise2/siamese_verification.py --loss bce" in text
+    assert "Siamese face verification (network C): `python exercise2/siamese_verification.py --image-size 32" in text
 
     assert "Run `" + (runs / "q4_resnet" / "resnet").as_posix() in section(text, "Q4 — ResNet-18")
     architectures = {row[0]: row for row in markdown_tables(section(text, "DenseNet and ResNeXt"))[0]}

@@ -1,21 +1,21 @@
-"""Metric learning shared by the sibling labs: pairs, triplets, online selection, the training loop, kNN.
+"""Metric learning shared by the sibling labs: pairs, triplets, the training loop, running metrics, kNN.
 
 One place for what every embedding lab needs, so that each script only holds its own question:
 
 - offline sampling: :func:`random_pairs` (half same-label pairs by default) and :func:`random_triplets`
   (one triplet per anchor), and the ``Dataset`` wrappers :class:`PairDataset` / :class:`TripletDataset`
-  that apply them to any labelled dataset;
-- online selection inside a P x K batch (the batch comes from ``utils.RandomSampler``, see
-  :func:`identity_batches`): :func:`select_pairs` (all positive pairs + the hardest negative pairs) and
-  :func:`select_triplets` (all, hardest negative, random hard negative, semi-hard negative); the
-  strategies ``utils/TripletLoss.py`` already mines are reused from there;
-- :func:`fit_embedding`, the one training loop (any batches, any loss), logging through ``RunLogger``;
-- evaluation on embeddings: :func:`compute_embeddings`, :func:`knn_predict`, :func:`centroid_predict`,
-  :func:`recall_at_k`, :func:`best_threshold`, plus :func:`dry_run_subset` and :func:`save_figure`.
+  that apply them to any labelled dataset (the pairs of a test set drawn once stay fixed);
+- P x K batches for online selection (``utils/siamese_losses.py``): :func:`identity_batches`;
+- :func:`fit_embedding`, the one training loop (any batches, any loss), with validation, running metrics
+  (:class:`AccumulatedAccuracy`, :class:`AverageNonzeroTriplets`), checkpoints and resume, logging through
+  ``RunLogger``;
+- evaluation on embeddings: :func:`compute_embeddings`, :func:`knn_predict`, :func:`recall_at_k`,
+  :func:`centroid_predict`, :func:`best_threshold`, plus :func:`dry_run_subset` and :func:`save_figure`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,15 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from utils.io import atomic_write
+from utils.io import atomic_write, load_checkpoint, save_checkpoint
 from utils.metrics import euclidean_distance_matrix
 from utils.mnist import MnistData
 from utils.RandomSampler import RandomIdentitySampler
 from utils.training import RunLogger, progress_disabled
-from utils.TripletLoss import Triplets, mine_batch_all, mine_batch_hard, mine_semi_hard, positive_negative_masks
-
-TRIPLET_STRATEGIES = ("all", "hardest", "random_hard", "semi_hard", "batch_hard")
-PAIR_STRATEGIES = ("all", "hard_negatives")
+from utils.TripletLoss import Triplets
 
 
 # --------------------------------------------------------------------------- offline pairs and triplets
@@ -170,77 +167,54 @@ def identity_batches(sampler: RandomIdentitySampler, num_batches: int, first_pas
         current += 1
 
 
-# --------------------------------------------------------------------------- online selection
-def _check_square(distances: torch.Tensor, labels: torch.Tensor) -> None:
-    if distances.dim() != 2 or distances.shape[0] != distances.shape[1] or labels.shape != distances.shape[:1]:
-        raise ValueError(f"distances, labels: expected (N, N) and (N,), got {tuple(distances.shape)} "
-                         f"and {tuple(labels.shape)}")
+# --------------------------------------------------------------------------- running metrics
+class RunningMetric:
+    """A quantity accumulated over the batches of an epoch (the lab's metrics): ``reset()``, then the
+    script's ``batch_loss`` calls ``update(...)``, then ``value()``; logged as ``<name>/train`` and
+    ``<name>/val`` by :func:`fit_embedding`."""
+
+    name = "metric"
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def value(self) -> float:
+        raise NotImplementedError
 
 
-def select_pairs(distances: torch.Tensor, labels: torch.Tensor,
-                 strategy: str = "hard_negatives") -> tuple[torch.Tensor, torch.Tensor]:
-    """Online pair selection in a batch.
+class AccumulatedAccuracy(RunningMetric):
+    """Share of correct argmax predictions over every sample seen since ``reset`` (a fraction in [0, 1])."""
 
-    Args:
-        distances: (N, N) embedding distances (only compared; no gradient needed).
-        labels: (N,) labels.
-        strategy: ``"all"`` every pair, or ``"hard_negatives"``: every positive pair and as many negative
-            pairs as there are positive ones, the closest (hardest) negatives (all of them if fewer).
+    name = "Accuracy"
 
-    Returns:
-        ``(positive_pairs, negative_pairs)``: int64 (P, 2) and (M, 2) index pairs with ``i < j``.
-    """
-    if strategy not in PAIR_STRATEGIES:
-        raise ValueError(f"strategy: expected one of {', '.join(PAIR_STRATEGIES)}, got {strategy!r}")
-    _check_square(distances, labels)
-    positive, negative = positive_negative_masks(labels)
-    upper = torch.ones_like(positive).triu(1)
-    positive_pairs = torch.nonzero(positive & upper)
-    negative_pairs = torch.nonzero(negative & upper)
-    if strategy == "hard_negatives" and len(negative_pairs) > len(positive_pairs):
-        negative_distances = distances.detach()[negative_pairs[:, 0], negative_pairs[:, 1]]
-        hardest = torch.topk(negative_distances, len(positive_pairs), largest=False).indices
-        negative_pairs = negative_pairs[hardest]
-    return positive_pairs, negative_pairs
+    def reset(self) -> None:
+        self.correct, self.total = 0, 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.correct += int((logits.detach().argmax(1) == labels).sum())
+        self.total += len(labels)
+
+    def value(self) -> float:
+        return self.correct / max(self.total, 1)
 
 
-def select_triplets(distances: torch.Tensor, labels: torch.Tensor, strategy: str = "random_hard",
-                    margin: float = 1.0, generator: torch.Generator | None = None) -> Triplets:
-    """Online triplet selection in a batch; a triplet's loss is ``max(0, d_ap - d_an + margin)``.
+class AverageNonzeroTriplets(RunningMetric):
+    """Mean, over the batches since ``reset``, of the number of selected triplets with a loss > 0: how many
+    triplets still teach something (it falls as the embedding satisfies the margin)."""
 
-    Strategies (``all`` and ``batch_hard`` are the miners of ``utils/TripletLoss.py``):
+    name = "NonzeroTriplets"
 
-    - ``all``: every valid (a, p, n);
-    - ``hardest``: per (a, p) pair, its nearest negative, kept when it violates the margin
-      (``d_an < d_ap + margin``);
-    - ``random_hard``: per (a, p) pair, a uniformly drawn negative among those violating the margin;
-    - ``semi_hard``: per (a, p) pair, the nearest negative with ``d_ap < d_an < d_ap + margin`` (FaceNet);
-    - ``batch_hard``: per anchor, its farthest positive and nearest negative.
+    def reset(self) -> None:
+        self.counts: list[int] = []
 
-    Pairs without a suitable negative give no triplet. Returns int64 ``(anchors, positives, negatives)``.
-    """
-    if strategy not in TRIPLET_STRATEGIES:
-        raise ValueError(f"strategy: expected one of {', '.join(TRIPLET_STRATEGIES)}, got {strategy!r}")
-    _check_square(distances, labels)
-    if strategy == "all":
-        return mine_batch_all(distances, labels)
-    if strategy == "batch_hard":
-        return mine_batch_hard(distances, labels)
-    if strategy == "semi_hard":
-        return mine_semi_hard(distances, labels, margin)
-    positive, negative = positive_negative_masks(labels)
-    distances = distances.detach()
-    anchors, positives = torch.nonzero(positive, as_tuple=True)
-    d_ap = distances[anchors, positives].unsqueeze(1)
-    d_an = distances[anchors]
-    violating = negative[anchors] & (d_an < d_ap + margin)
-    if strategy == "hardest":
-        chosen = d_an.masked_fill(~violating, float("inf")).argmin(1)
-    else:
-        scores = torch.rand(d_an.shape, generator=generator).to(d_an.device)
-        chosen = scores.masked_fill(~violating, -1.0).argmax(1)
-    has_one = violating.any(1)
-    return anchors[has_one], positives[has_one], chosen[has_one]
+    def update(self, count: int) -> None:
+        self.counts.append(count)
+
+    def value(self) -> float:
+        return float(np.mean(self.counts)) if self.counts else 0.0
 
 
 # --------------------------------------------------------------------------- the training loop
@@ -256,24 +230,54 @@ def fit_embedding(
     max_batches: int | None = None,
     description: str = "train",
     verbose: bool = True,
+    validation_batches: Iterable[Any] | None = None,
+    metrics: Sequence[RunningMetric] = (),
+    on_epoch_end: Callable[[int], dict[str, float]] | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    seed: int | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for ``epochs`` epochs on any batches and any loss: the one embedding loop.
 
     Args:
         batches: ``batches(epoch)`` (epoch from 1) yields the epoch's batches: index tensors, (images,
-            labels), pairs, triplets, whatever ``batch_loss`` takes.
-        batch_loss: computes the scalar loss of one batch (the forward pass happens inside it).
-        scheduler: stepped after every batch. ``max_batches`` caps each epoch (``--dry-run``).
+            labels), pairs, triplets, whatever ``batch_loss`` takes. For an exact ``resume`` it must depend
+            on ``epoch`` only (seed its generators with the epoch).
+        batch_loss: computes the scalar loss of one batch (the forward pass happens inside it) and updates
+            ``metrics``.
+        scheduler: stepped after every batch. ``max_batches`` caps each epoch and the validation (``--dry-run``).
+        validation_batches: a re-iterable (list, ``DataLoader``) of fixed batches for ``batch_loss``, run
+            after each epoch in eval mode without gradients: ``Loss/val`` and each metric's ``/val`` value.
+        metrics: running metrics, reset before the epoch and before the validation.
+        on_epoch_end: ``on_epoch_end(epoch)`` returns more scalars to log for the epoch (e.g. a kNN accuracy).
+        checkpoint_path: saved atomically after every epoch (model, optimizer, scheduler, epoch, ``config``;
+            readable with ``weights_only=True``). With ``resume``, training continues after its last epoch (a
+            file that is not such a checkpoint ends the script with one line).
+        seed: reseeds torch's global generator at each epoch start with ``(seed, epoch)``, so that what
+            draws from it (random selectors) repeats identically after a resume.
 
-    Logs ``Loss/train_step`` per batch and ``Loss/train``, ``LearningRate``, ``Time/train_epoch_s`` per epoch
-    (the labs evaluate once, after training). Returns the last epoch's metrics.
+    Logs ``Loss/train_step`` per batch and ``Loss/train``, ``LearningRate``, ``Time/train_epoch_s`` (and the
+    above) per epoch. Returns the last epoch's scalars. A non-finite loss ends the script with one line.
     """
     from tqdm import tqdm
 
-    metrics: dict[str, float] = {}
-    global_step = 0
-    for epoch in range(1, epochs + 1):
+    metrics_out: dict[str, float] = {}
+    start_epoch, global_step = 1, 0
+    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
+        try:
+            state = load_embedding_checkpoint(checkpoint_path, model, optimizer, scheduler)
+        except ValueError as error:
+            raise SystemExit(f"error: --resume: {error}") from None
+        start_epoch, global_step, metrics_out = state["epoch"] + 1, state["global_step"], state["metrics"]
+        if verbose:
+            print(f"{description}: resumed from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+    for epoch in range(start_epoch, epochs + 1):
+        if seed is not None:
+            torch.manual_seed(seed * 100_003 + epoch)
         model.train()
+        for metric in metrics:
+            metric.reset()
         learning_rate = optimizer.param_groups[0]["lr"]
         total, count = 0.0, 0
         started = time.perf_counter()
@@ -282,23 +286,76 @@ def fit_embedding(
             if max_batches is not None and step == max_batches:
                 break
             loss = batch_loss(batch)
+            value = loss.item()
+            if not math.isfinite(value):  # NaN weights would follow: stop while the last checkpoint is sound
+                raise SystemExit(f"error: {description}: the training loss became {value} at epoch {epoch}, "
+                                 f"batch {step + 1} (diverged: try a lower --lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            value = loss.item()
             total, count, global_step = total + value, count + 1, global_step + 1
             if logger is not None:
                 logger.log_step(global_step, {"Loss/train_step": value})
-        metrics = {"Loss/train": total / max(count, 1), "LearningRate": learning_rate,
-                   "Time/train_epoch_s": time.perf_counter() - started}
+        metrics_out = {"Loss/train": total / max(count, 1),
+                       **{f"{metric.name}/train": metric.value() for metric in metrics},
+                       "LearningRate": learning_rate, "Time/train_epoch_s": time.perf_counter() - started}
+        if validation_batches is not None:
+            metrics_out.update(validate(model, validation_batches, batch_loss, metrics, max_batches))
+        if on_epoch_end is not None:
+            metrics_out.update(on_epoch_end(epoch))
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {
+                "epoch": epoch, "global_step": global_step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                "metrics": metrics_out, "config": config or {}})
         if logger is not None:
-            logger.log_epoch(epoch, metrics)
+            logger.log_epoch(epoch, metrics_out)
         if verbose:
-            shown = "  ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key != "LearningRate")
+            shown = "  ".join(f"{key} {value:.4f}" for key, value in metrics_out.items() if key != "LearningRate")
             print(f"{description} epoch {epoch}/{epochs}  {shown}", flush=True)
-    return metrics
+    return metrics_out
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: Iterable[Any], batch_loss: Callable[[Any], torch.Tensor],
+             metrics: Sequence[RunningMetric] = (), max_batches: int | None = None) -> dict[str, float]:
+    """Mean ``batch_loss`` over ``batches`` in eval mode, without gradients (``Loss/val``), and each metric's
+    value over them (``<name>/val``)."""
+    model.eval()
+    for metric in metrics:
+        metric.reset()
+    total, count = 0.0, 0
+    for step, batch in enumerate(batches):
+        if max_batches is not None and step == max_batches:
+            break
+        total, count = total + batch_loss(batch).item(), count + 1
+    model.train()
+    return {"Loss/val": total / max(count, 1), **{f"{metric.name}/val": metric.value() for metric in metrics}}
+
+
+def load_embedding_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                              scheduler: Any = None) -> dict[str, Any]:
+    """Load a checkpoint of :func:`fit_embedding` into ``model`` (and ``optimizer``, ``scheduler``).
+
+    Returns the checkpoint dict. Raises a one-line ``ValueError`` naming the file when it is not one, or
+    not one of this model (other layers or shapes).
+    """
+    state = load_checkpoint(path, map_location=next(model.parameters()).device)
+    if not {"epoch", "model", "optimizer", "metrics"} <= set(state):
+        raise ValueError(f"{path}: not a checkpoint of fit_embedding (expected epoch, model, optimizer, metrics)")
+    try:
+        model.load_state_dict(state["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0][:120]
+        raise ValueError(f"{path}: a checkpoint of another model or optimizer ({reason})") from None
+    state.setdefault("global_step", 0)
+    return state
 
 
 # --------------------------------------------------------------------------- evaluation on embeddings
@@ -311,6 +368,34 @@ def compute_embeddings(model: Callable[[torch.Tensor], torch.Tensor], images: to
     return torch.cat([model(images[start: start + batch_size]) for start in range(0, len(images), batch_size)])
 
 
+def knn_class_scores(reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor, k: int = 1,
+                     queries_per_chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank the classes for each query by the votes of its ``k`` nearest reference embeddings (Euclidean).
+
+    A class's score is its vote count (``k`` times its kNN probability, as scikit-learn's
+    ``KNeighborsClassifier.predict_proba`` with uniform weights), ties broken in favour of the class whose
+    first neighbour is nearer; a class without a vote scores ``-inf``.
+
+    Shapes: reference (R, D), reference_labels (R,) int64, queries (Q, D). Returns ``(classes (C,), scores
+    (Q, C))``, ``classes`` the sorted distinct reference labels. Queries go ``queries_per_chunk`` at a time
+    (the (Q, R) distance matrix of full MNIST would take 2.4 GB).
+    """
+    if not 1 <= k <= len(reference):
+        raise ValueError(f"k: expected 1 <= k <= {len(reference)} (reference items), got {k}")
+    classes, compact = torch.unique(reference_labels, return_inverse=True)
+    chunks = []
+    for start in range(0, len(queries), queries_per_chunk):
+        distances = euclidean_distance_matrix(queries[start: start + queries_per_chunk], reference, normalize=False)
+        neighbours = compact[distances.topk(k, largest=False).indices]  # (q, k), nearest first
+        counts = torch.zeros(len(neighbours), len(classes), device=neighbours.device)
+        counts.scatter_add_(1, neighbours, torch.ones_like(neighbours, dtype=counts.dtype))
+        first_rank = torch.full_like(counts, float(k))
+        positions = torch.arange(k, device=neighbours.device, dtype=counts.dtype).expand_as(neighbours)
+        first_rank.scatter_reduce_(1, neighbours, positions, reduce="amin")
+        chunks.append((counts * (k + 1) - first_rank).masked_fill(counts == 0, float("-inf")))
+    return classes, torch.cat(chunks)
+
+
 def knn_predict(reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor,
                 k: int = 1) -> torch.Tensor:
     """Majority vote of the ``k`` nearest reference embeddings (Euclidean) for each query.
@@ -318,17 +403,28 @@ def knn_predict(reference: torch.Tensor, reference_labels: torch.Tensor, queries
     A tie between classes goes to the class whose first neighbour is nearest. Shapes: reference (R, D),
     reference_labels (R,) int64, queries (Q, D); returns (Q,) labels.
     """
-    if not 1 <= k <= len(reference):
-        raise ValueError(f"k: expected 1 <= k <= {len(reference)} (reference items), got {k}")
-    classes, compact = torch.unique(reference_labels, return_inverse=True)
-    distances = euclidean_distance_matrix(queries, reference, normalize=False)
-    neighbours = compact[distances.topk(k, largest=False).indices]  # (Q, k), nearest first
-    counts = torch.zeros(len(queries), len(classes), device=neighbours.device)
-    counts.scatter_add_(1, neighbours, torch.ones_like(neighbours, dtype=counts.dtype))
-    first_rank = torch.full_like(counts, float(k))
-    positions = torch.arange(k, device=neighbours.device, dtype=counts.dtype).expand_as(neighbours)
-    first_rank.scatter_reduce_(1, neighbours, positions, reduce="amin")
-    return classes[(counts * (k + 1) - first_rank).argmax(1)]
+    classes, scores = knn_class_scores(reference, reference_labels, queries, k)
+    return classes[scores.argmax(1)]
+
+
+def recall_at_k(reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor,
+                query_labels: torch.Tensor, ks: Sequence[int] = (1, 2, 3, 4, 5),
+                neighbours: int = 5) -> dict[int, float]:
+    """Recall@k of a kNN classifier: the share of queries whose true class is among the ``k`` classes of
+    highest kNN probability (``neighbours`` nearest reference embeddings voting, ties as in
+    :func:`knn_class_scores`). A class no neighbour voted for is never retrieved, so ``k`` above
+    ``neighbours`` adds nothing; recall@1 is the kNN accuracy.
+
+    Returns ``{k: recall in [0, 1]}``.
+    """
+    if min(ks) < 1:
+        raise ValueError(f"ks: expected values >= 1, got {min(ks)}")
+    classes, scores = knn_class_scores(reference, reference_labels, queries, neighbours)
+    true_column = (classes.unsqueeze(0) == query_labels.unsqueeze(1)).float().argmax(1)
+    true_score = scores.gather(1, true_column.unsqueeze(1)).squeeze(1)
+    known = torch.isin(query_labels, classes) & torch.isfinite(true_score)
+    rank = (scores > true_score.unsqueeze(1)).sum(1)  # classes ranked before the true one
+    return {k: (known & (rank < k)).float().mean().item() for k in ks}
 
 
 def centroid_predict(reference: torch.Tensor, reference_labels: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -337,21 +433,6 @@ def centroid_predict(reference: torch.Tensor, reference_labels: torch.Tensor, qu
     sums = torch.zeros(len(classes), reference.shape[1], device=reference.device).index_add_(0, compact, reference)
     centroids = sums / torch.bincount(compact, minlength=len(classes)).unsqueeze(1)
     return classes[euclidean_distance_matrix(queries, centroids, normalize=False).argmin(1)]
-
-
-def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor,
-                ks: Sequence[int] = (1, 2, 3, 4, 5)) -> dict[int, float]:
-    """Recall@k in the retrieval sense: the share of items with a same-label item among their k nearest others.
-
-    Each item queries all the *other* items (leave-one-out). Returns ``{k: recall in [0, 1]}``.
-    """
-    if max(ks) >= len(labels):
-        raise ValueError(f"ks: expected values < {len(labels)} (items), got {max(ks)}")
-    distances = euclidean_distance_matrix(embeddings, embeddings, normalize=False)
-    distances.fill_diagonal_(float("inf"))
-    neighbours = distances.topk(max(ks), largest=False).indices
-    hits = labels[neighbours] == labels.unsqueeze(1)
-    return {k: hits[:, :k].any(1).float().mean().item() for k in ks}
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
@@ -365,6 +446,18 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     accuracy = ((scores[None, :] >= candidates[:, None]) == same[None, :]).mean(1)
     best = int(accuracy.argmax())
     return float(candidates[best]), float(accuracy[best])
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """Create ``path`` and check that files can be written in it, before any training: one-line
+    ``SystemExit`` naming ``flag`` otherwise (rather than losing an epoch to a failed save)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write(path / ".write_check", lambda handle: handle.write(b"")).unlink()
+    except OSError as error:
+        raise SystemExit(f"error: {flag} {path}: not a writable folder ({error.strerror or error})") from None
+    return path
 
 
 def dry_run_subset(data: MnistData, step: int = 10) -> MnistData:
