@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.mnist import MNIST_FILES, MnistData, find_mnist_raw_folder, load_full_mnist
+from utils.mnist import MNIST_FILES, MnistData, load_full_mnist
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
@@ -76,7 +76,8 @@ def load_fashion_mnist(root: str | Path) -> MnistData:
     Fashion-MNIST. A missing folder or file: one-line ``FileNotFoundError`` naming what was expected.
     """
     root = Path(root)
-    folder = find_mnist_raw_folder(root / "FashionMNIST")
+    folder = next((candidate for candidate in (root / "FashionMNIST" / "raw", root / "FashionMNIST")
+                   if all((candidate / name).is_file() for name in MNIST_FILES.values())), None)
     if folder is None:
         raise FileNotFoundError(f"{root}: no Fashion-MNIST found; expected {root}/FashionMNIST/raw/ with "
                                 f"{', '.join(MNIST_FILES.values())}")
