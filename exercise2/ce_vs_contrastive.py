@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from utils.embedding import (  # noqa: E402
     AccumulatedAccuracy, compute_embeddings, dry_run_subset, fit_embedding, identity_batches, knn_predict,
-    random_pairs, recall_at_k, save_figure, writable_folder,
+    random_pairs, recall_at_k, save_figure,
 )
 from utils.fashion_mnist import FASHION_CLASSES, load_fashion_csv, load_fashion_mnist  # noqa: E402
 from utils.io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -64,8 +64,8 @@ from utils.mnist import MnistData, add_mnist_arguments, mnist_from_args, stratif
 from utils.RandomSampler import RandomIdentitySampler  # noqa: E402
 from utils.siamese_losses import contrastive_loss, pair_distances  # noqa: E402
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, minibatch_indices, parse_training_args,
-    resolve_device, seed_everything, steps_per_epoch,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, ensure_writable_folder, minibatch_indices,
+    parse_training_args, resolve_device, seed_everything, steps_per_epoch,
 )
 from utils.TripletLoss import TripletLoss  # noqa: E402
 
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     run_name = args.run_name or default_run_name()
     run_dir = Path(args.runs_dir) / SCRIPT / run_name
-    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
+    checkpoint_dir = ensure_writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     seed_everything(args.seed)
     device = resolve_device(args.device)
     data, class_names = load_data(args)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from utils.embedding import (  # noqa: E402
     AccumulatedAccuracy, AverageNonzeroTriplets, PairDataset, TripletDataset, compute_embeddings, dry_run_subset,
-    fit_embedding, identity_batches, knn_predict, save_figure, writable_folder,
+    fit_embedding, identity_batches, knn_predict, save_figure,
 )
 from utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.mnist import add_mnist_arguments, prepare_mnist_run  # noqa: E402
@@ -57,8 +57,8 @@ from utils.siamese_losses import (  # noqa: E402
     make_triplet_selector,
 )
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, minibatch_indices, parse_training_args,
-    steps_per_epoch,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, ensure_writable_folder, minibatch_indices,
+    parse_training_args, steps_per_epoch,
 )
 
 SCRIPT = "embeddings_2d"
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     run_name = args.run_name or default_run_name()
     run_dir = Path(args.runs_dir) / SCRIPT / run_name
-    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
+    checkpoint_dir = ensure_writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     device, data = prepare_mnist_run(args)
     if args.dry_run:
         data = dry_run_subset(data)

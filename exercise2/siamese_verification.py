@@ -55,14 +55,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from data import Market1501  # noqa: E402
 from utils.embedding import (  # noqa: E402
-    best_threshold, compute_embeddings, fit_embedding, random_pairs, save_figure, writable_folder,
+    best_threshold, compute_embeddings, fit_embedding, random_pairs, save_figure,
 )
 from utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.siamese_losses import contrastive_loss, pair_distances  # noqa: E402
 from utils.synthetic_market import DEFAULT_ROOT, ensure_synthetic_market  # noqa: E402
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, minibatch_indices, parse_training_args,
-    resolve_device, seed_everything,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, ensure_writable_folder, minibatch_indices,
+    parse_training_args, resolve_device, seed_everything,
 )
 
 Pair = tuple[str, str, int]  # (image path, image path, 1 same person / 0 not)
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device = resolve_device(args.device)
     run_name = args.run_name or default_run_name()
     run_dir = Path(args.runs_dir) / SCRIPT / run_name
-    checkpoint_dir = writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
+    checkpoint_dir = ensure_writable_folder(Path(args.checkpoint_dir) / SCRIPT / run_name, "--checkpoint-dir")
     try:
         train_pairs, test_pairs, source = read_pairs(args, run_dir)
         if args.dry_run and len(test_pairs) > DRY_RUN_TEST_PAIRS:  # both ends: same and different pairs

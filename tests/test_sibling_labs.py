@@ -544,7 +544,7 @@ def test_ce_vs_contrastive_bad_flags_and_files_are_one_line(tmp_path, flags, mes
 def test_a_read_only_checkpoint_dir_stops_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(SystemExit, match=r"^error: --checkpoint-dir .*file/embeddings_2d/r: not a writable folder"):
+    with pytest.raises(SystemExit, match=r"^error: --checkpoint-dir .*file/embeddings_2d/r: not writable"):
         embeddings_2d.main(["--dry-run", "--runs-dir", str(tmp_path), "--run-name", "r",
                             "--checkpoint-dir", str(blocker)])
 

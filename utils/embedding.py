@@ -448,18 +448,6 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return float(candidates[best]), float(accuracy[best])
 
 
-def writable_folder(path: str | Path, flag: str) -> Path:
-    """Create ``path`` and check that files can be written in it, before any training: one-line
-    ``SystemExit`` naming ``flag`` otherwise (rather than losing an epoch to a failed save)."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write(path / ".write_check", lambda handle: handle.write(b"")).unlink()
-    except OSError as error:
-        raise SystemExit(f"error: {flag} {path}: not a writable folder ({error.strerror or error})") from None
-    return path
-
-
 def dry_run_subset(data: MnistData, step: int = 10) -> MnistData:
     """Every ``step``-th training and test image, for ``--dry-run``'s tiny evaluation.
 

@@ -9,24 +9,16 @@ resumed run ends where an uninterrupted one would. Every problem is one line nam
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from utils.io import load_checkpoint, save_checkpoint
+from utils.training import ensure_writable_folder
 
 
 def checkpoint_path(args: argparse.Namespace, script: str, run_name: str) -> Path:
     """``<--checkpoint-dir>/<script>/<run_name>.pt``, its folder created and checked writable before training."""
-    path = Path(args.checkpoint_dir) / script / f"{run_name}.pt"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SystemExit(f"error: --checkpoint-dir {args.checkpoint_dir}: cannot create {path.parent} "
-                         f"({error.strerror})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise SystemExit(f"error: --checkpoint-dir {args.checkpoint_dir}: {path.parent} is not writable")
-    return path
+    return ensure_writable_folder(Path(args.checkpoint_dir) / script, "--checkpoint-dir") / f"{run_name}.pt"
 
 
 def check_resume_flags(args: argparse.Namespace) -> None:
