@@ -19,7 +19,7 @@ def reference(case: dict) -> tuple[float, torch.Tensor]:
     features = case["features"].double().clone().requires_grad_(True)
     loss = triplet.ReferenceTripletLoss(case["margin"], case["mining"], case["soft_margin"])(features, case["labels"])
     loss.backward()
-    return float(loss), features.grad
+    return loss.detach().item(), features.grad
 
 
 def check_cases(run, kind: str, gradients: bool = False) -> None:
