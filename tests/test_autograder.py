@@ -232,3 +232,12 @@ def test_class_grading_writes_a_gradebook_and_survives_a_broken_submission(tmp_p
     marking = list(classroom.csv.DictReader((out / "marking.csv").open()))
     assert {row["student"] for row in marking} == {"alice", "bob", "dave"}
     assert all(row["score"] == "0" for row in marking if row["student"] == "dave"), "dave wrote no answer"
+
+
+@pytest.mark.parametrize("command", ["benchmark", "classroom", "gradescope", "handout", "regrade", "similarity"])
+def test_every_instructor_command_starts_outside_pytest(command):
+    # As the README runs them, from the repository root: tests/ is not on sys.path there, unlike under pytest.
+    result = subprocess.run([sys.executable, "-m", f"tests.autograder.{command}", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")

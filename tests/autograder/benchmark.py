@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .classroom import grade_class, grade_submission
-from .engine import project_files
+from .files import project_files
 from .handout import write_handout
 from .points import WRITTEN
 

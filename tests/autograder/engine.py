@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 import torch
 
+from .files import project_files
 from .questions import CODE_QUESTIONS, question_seed
 from .reasons import probe_reason
 from .sandbox import (ChildOutcome, Limits, SandboxIds, SandboxUser, Workspace, copy_files, new_workspace_base,
                       open_child_file, run_child)
 
-PROJECT_PACKAGES = ("exercise1", "exercise2", "utils")
 MAX_SOURCE_BYTES = 1 << 20
 MAX_EXTRA_FILES = 100
 
@@ -78,18 +78,6 @@ class QuestionRun:
             return []
         return sorted(str(path.relative_to(self.workspace.out)) for path in base.rglob("*")
                       if path.is_file() and not path.is_symlink())
-
-
-def project_files(root: Path) -> list[str]:
-    """The project's Python files under ``root`` (top-level modules and the project packages), relative."""
-    files = [path.name for path in root.glob("*.py") if path.is_file() and not path.is_symlink()]
-    for package in PROJECT_PACKAGES:
-        folder = root / package
-        if folder.is_dir() and not folder.is_symlink():
-            files += [str(path.relative_to(root)) for path in folder.rglob("*.py")
-                      if path.is_file() and not any(part.startswith(".") or part == "__pycache__"
-                                                    for part in path.relative_to(root).parts)]
-    return sorted(files)
 
 
 def regular_file_problem(root: Path, relpath: str) -> str:

@@ -32,3 +32,18 @@ def sha256_file(path: Path) -> str | None:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+PROJECT_PACKAGES = ("exercise1", "exercise2", "utils")
+
+
+def project_files(root: Path) -> list[str]:
+    """The project's Python files under ``root`` (top-level modules and the project packages), relative."""
+    files = [path.name for path in root.glob("*.py") if path.is_file() and not path.is_symlink()]
+    for package in PROJECT_PACKAGES:
+        folder = root / package
+        if folder.is_dir() and not folder.is_symlink():
+            files += [str(path.relative_to(root)) for path in folder.rglob("*.py")
+                      if path.is_file() and not any(part.startswith(".") or part == "__pycache__"
+                                                    for part in path.relative_to(root).parts)]
+    return sorted(files)
