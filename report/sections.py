@@ -1091,19 +1091,14 @@ def lab_architecture_fields(run: Run) -> dict[str, str]:
     subset (``--lab-subset``), ``<arch>_full_<name>`` for a run on all the digits."""
     results = run.results or {}
     arch = run.config.get("arch", "?") + ("" if run.config.get("lab_subset") else "_full")
-    best, epoch = best_epoch(run, "Accuracy/test")
-    at_five = next((row.get("Accuracy/test") for row in run.history if row.get("epoch") == 5), None)
     gaps = [(row["Accuracy/train"] - row["Accuracy/test"], row["epoch"]) for row in run.history
             if is_finite_number(row.get("Accuracy/train")) and is_finite_number(row.get("Accuracy/test"))]
     worst_gap, gap_epoch = max(gaps, default=(None, None))
     values = {"accuracy": percent(final_value(run, "Accuracy/test")), "errors": count(results.get("errors_test")),
-              "test_size": count(results.get("test_size")), "train_size": count(results.get("train_size")),
-              "epochs": str(max((row["epoch"] for row in run.history), default="-")),
-              "train_accuracy": percent(final_value(run, "Accuracy/train")), "best_accuracy": percent(best),
-              "best_epoch": str(epoch), "accuracy_epoch5": percent(at_five),
-              "parameters": count(results.get("parameters")), "convolutions": count(results.get("convolutions")),
+              "train_accuracy": percent(final_value(run, "Accuracy/train")),
+              "parameters": count(results.get("parameters")),
               "worst_gap": decimal(100 * worst_gap if worst_gap is not None else None, 1),
-              "worst_gap_epoch": str(gap_epoch), "data": run.data_source or "-"}
+              "worst_gap_epoch": str(gap_epoch)}
     return {f"{arch}_{name}": value for name, value in values.items() if value not in ("-", "None")}
 
 

@@ -16,7 +16,7 @@ def test_q2_triplet_loss_is_a_differentiable_scalar():
     labels = torch.arange(8) % 2
     for mining in ("batch_hard", "batch_all", "semi_hard"):
         loss = TripletLoss(margin=0.3, mining=mining)(features, labels)
-        assert loss.dim() == 0 and math.isfinite(float(loss))
+        assert loss.dim() == 0 and math.isfinite(loss.item())
     TripletLoss(soft_margin=True)(features, labels).backward()
     assert features.grad is not None
 
