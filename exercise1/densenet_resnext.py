@@ -41,11 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from utils.augment import random_pad_crop  # noqa: E402
 from utils.io import write_json_atomic  # noqa: E402
 from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E402
-from utils.run_checkpoint import (  # noqa: E402
-    check_resume_flags, checkpoint_path, keep_final_metrics, resume_epoch, save_epoch,
-)
+from utils.run_checkpoint import checkpoint_path, keep_final_metrics, resume_epoch, save_epoch  # noqa: E402
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, progress_disabled,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, check_non_negative, default_run_name, parse_training_args,
+    progress_disabled,
 )
 
 
@@ -257,10 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_training_arguments(parser, epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, momentum=0.9)
     add_lab_data_arguments(parser)
     args = parse_training_args(parser, argv)
-    for name in ("seed", "shift", "weight_decay", "momentum"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    check_resume_flags(args)
+    check_non_negative(args, "shift")
     return args
 
 

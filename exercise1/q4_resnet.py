@@ -201,8 +201,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"got {args.batch_size}")
     if args.shift < 0 or args.train_size < 0:
         raise SystemExit(f"error: --shift and --train-size must be >= 0, got {args.shift} and {args.train_size}")
-    if args.resume and args.run_name is None:
-        raise SystemExit("error: --resume needs --run-name (the run to continue)")
     return args
 
 

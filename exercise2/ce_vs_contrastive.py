@@ -380,8 +380,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     problems = [
         (any(not 0 < f <= 1 for f in args.train_fractions), f"--train-fractions: each must be in (0, 1], got "
                                                              f"{args.train_fractions}"),
-        (args.seed < 0, f"--seed must be >= 0, got {args.seed}"),
-        (args.weight_decay < 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.min_steps < 0, f"--min-steps must be >= 0, got {args.min_steps}"),
         (args.val_size < 10, f"--val-size must be >= 10 (one image per class), got {args.val_size}"),
         (min(args.contrastive_margin, args.triplet_margin) <= 0, "--contrastive-margin and --triplet-margin must "
@@ -392,7 +390,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
          "--neighbors and --pairs-shown must be >= 1, --tsne-points >= 2"),
         (args.train_csv is not None and args.fashion_root is not None, "give --train-csv or --fashion-root, not both"),
         (args.test_csv is not None and args.train_csv is None, "--test-csv goes with --train-csv"),
-        (args.resume and args.run_name is None, "--resume needs --run-name (the run to continue)"),
     ]
     for failed, message in problems:
         if failed:

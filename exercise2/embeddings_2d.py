@@ -232,9 +232,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
          f"--batch-size must be K x P with K = --num-instances >= 2 ({args.num_instances}) and P <= 10 digits, "
          f"got {args.batch_size}"),
         (args.margin <= 0, f"--margin must be > 0, got {args.margin}"),
-        (args.seed < 0, f"--seed must be >= 0, got {args.seed}"),
-        (args.weight_decay < 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
-        (args.resume and args.run_name is None, "--resume needs --run-name (the run to continue)"),
     ]
     for failed, message in problems:
         if failed:

@@ -61,11 +61,10 @@ from utils.lab_digits import add_lab_data_arguments, prepare_lab_run  # noqa: E4
 from utils.metrics import euclidean_distance_matrix  # noqa: E402
 from utils.mnist import MnistData  # noqa: E402
 from utils.RandomSampler import RandomIdentitySampler  # noqa: E402
-from utils.run_checkpoint import (  # noqa: E402
-    check_resume_flags, checkpoint_path, keep_final_metrics, resume_epoch, save_epoch,
-)
+from utils.run_checkpoint import checkpoint_path, keep_final_metrics, resume_epoch, save_epoch  # noqa: E402
 from utils.training import (  # noqa: E402
-    DRY_RUN_BATCHES, RunLogger, add_training_arguments, default_run_name, parse_training_args, steps_per_epoch,
+    DRY_RUN_BATCHES, RunLogger, add_training_arguments, check_non_negative, check_positive, default_run_name,
+    parse_training_args, steps_per_epoch,
 )
 from utils.TripletLoss import TripletLoss, triplet_loss  # noqa: E402
 
@@ -296,12 +295,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_training_arguments(parser, epochs=20, batch_size=64, lr=1e-3, weight_decay=5e-4)
     add_lab_data_arguments(parser)
     args = parse_training_args(parser, argv)
-    for name in ("dim", "k", "max_errors"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    for name in ("seed", "shift", "weight_decay", "margin"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_positive(args, "dim", "k", "max_errors")
+    check_non_negative(args, "shift", "margin")
     if args.triplets != "random" and args.num_instances < 2:
         raise SystemExit(f"error: --num-instances must be >= 2 (an anchor needs a positive), got {args.num_instances}")
     if args.triplets != "random" and args.batch_size % args.num_instances:
@@ -316,7 +311,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.triplets != "random" and len(args.triplet_classes) < identities_per_batch:
             raise SystemExit(f"error: --triplet-classes: {len(args.triplet_classes)} digits cannot fill a batch of "
                              f"{identities_per_batch} digits (--batch-size / --num-instances); raise --num-instances")
-    check_resume_flags(args)
     return args
 
 

@@ -290,12 +290,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (args.margin <= 0, f"--margin must be > 0, got {args.margin}"),
         (min(args.train_pairs, args.test_pairs) < 2, "--train-pairs and --test-pairs must be >= 2 (a same and a "
                                                      "different pair)"),
-        (args.seed < 0, f"--seed must be >= 0, got {args.seed}"),
-        (args.weight_decay < 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         ((args.pairs_train is None) != (args.pairs_test is None), "--pairs-train and --pairs-test go together"),
         (args.lfw_root is not None and args.pairs_train is not None,
          "give either --lfw-root or --pairs-train/--pairs-test, not both"),
-        (args.resume and args.run_name is None, "--resume needs --run-name (the run to continue)"),
     ]
     for failed, message in problems:
         if failed:

@@ -21,12 +21,6 @@ def checkpoint_path(args: argparse.Namespace, script: str, run_name: str) -> Pat
     return ensure_writable_folder(Path(args.checkpoint_dir) / script, "--checkpoint-dir") / f"{run_name}.pt"
 
 
-def check_resume_flags(args: argparse.Namespace) -> None:
-    """``--resume`` continues a named run: without ``--run-name`` there is nothing to continue."""
-    if args.resume and not args.run_name:
-        raise SystemExit("error: --resume needs --run-name NAME (the run to continue)")
-
-
 def resume_epoch(args: argparse.Namespace, path: Path, states: dict[str, Any], settings: tuple[str, ...]) -> int:
     """Load ``path`` into ``states`` under ``--resume`` and return the last finished epoch (0 otherwise).
 

@@ -66,13 +66,16 @@ def add_training_arguments(
 
 
 def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse flags added by ``add_training_arguments``, settle ``--epochs`` and check the numbers."""
+    """Parse flags added by ``add_training_arguments``, settle ``--epochs``, check the numbers and that
+    ``--resume`` names the run it continues."""
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.dry_run else args.default_epochs
     del args.default_epochs
     check_positive(args, "epochs", "batch_size", "lr")
     check_non_negative(args, "seed", "weight_decay", "momentum")
+    if getattr(args, "resume", False) and args.run_name is None:
+        raise SystemExit("error: --resume needs --run-name (the run to continue)")
     return args
 
 
